@@ -1,0 +1,108 @@
+"""The PRIOR: a model that supplies the unconditional branch, with its own negative conditioning.
+
+A prior travels between nodes as a small immutable object. It holds a ModelPatcher (never mutated:
+whoever patches it clones first) and the CONDITIONING encoded by the prior's own text encoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PriorSwapError
+
+PRIOR_TYPE = "PRIOR"
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A prior model and its negative/empty conditioning (ComfyUI CONDITIONING list)."""
+
+    model: Any  # comfy.model_patcher.ModelPatcher
+    negative: list
+    name: str = "prior"
+
+
+def make_prior(model: Any, negative: list, name: str = "prior") -> Prior:
+    """Build a :class:`Prior` from a MODEL and its CONDITIONING, checking both first."""
+    if model is None:
+        raise PriorSwapError("PriorFromModel: no model connected. Connect the prior's MODEL output.")
+    if not negative:
+        raise PriorSwapError(
+            "PriorFromModel: the prior's negative conditioning is empty. Connect a CLIPTextEncode "
+            "(empty text is fine) that uses the prior's own CLIP.")
+    check_prior_model(model, "PriorFromModel")
+    check_conditioning_width(model, negative, "PriorFromModel")
+    return Prior(model=model, negative=negative, name=name)
+
+
+def encode_text(clip: Any, text: str) -> list:
+    """Encode ``text`` with ``clip`` exactly as ComfyUI's CLIPTextEncode does."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def load_prior_checkpoint(ckpt_path: str, negative_prompt: str, name: str) -> tuple[Prior, Any, Any]:
+    """Load a checkpoint as a prior; returns (prior, model, clip)."""
+    import comfy.sd
+    import folder_paths
+
+    model, clip, _vae, _clipvision = comfy.sd.load_checkpoint_guess_config(
+        ckpt_path, output_vae=False, output_clip=True,
+        embedding_directory=folder_paths.get_folder_paths("embeddings"))
+    if model is None:
+        raise PriorSwapError(f"PriorCheckpointLoader: '{name}' holds no diffusion model.")
+    if clip is None:
+        raise PriorSwapError(
+            f"PriorCheckpointLoader: '{name}' has no text encoder, so its negative prompt cannot be "
+            "encoded. Load it with your own loaders and use PriorFromModel instead.")
+    check_prior_model(model, "PriorCheckpointLoader")
+    return Prior(model=model, negative=encode_text(clip, negative_prompt), name=name), model, clip
+
+
+def latent_space(model: Any) -> tuple[str, int]:
+    """The latent format's class name and channel count: two models share a latent space iff equal."""
+    fmt = model.get_model_object("latent_format")
+    return type(fmt).__name__, int(fmt.latent_channels)
+
+
+def _unet_config(model: Any) -> dict:
+    config = getattr(getattr(model.model, "model_config", None), "unet_config", None)
+    return config if isinstance(config, dict) else {}
+
+
+def check_prior_model(model: Any, node: str) -> None:
+    """Refuse models that cannot produce a plain unconditional prediction on their own latent."""
+    _fmt, channels = latent_space(model)
+    concat_keys = tuple(getattr(model.model, "concat_keys", ()) or ())
+    in_channels = _unet_config(model).get("in_channels", channels)
+    if concat_keys or in_channels != channels:
+        raise PriorSwapError(
+            f"{node}: this model takes {in_channels} input channels for {channels} latent channels "
+            f"(extra inputs: {', '.join(concat_keys) or 'image concat'}), e.g. an InstructPix2Pix or inpainting "
+            "model. A prior must be a plain text-to-image model (SD1.5, SD2.1, SDXL base…); use the edit "
+            "model as the fine-tune instead.")
+
+
+def check_conditioning_width(model: Any, conditioning: list, node: str) -> None:
+    """Refuse conditioning made by another text encoder than the model expects (context width)."""
+    context_dim = _unet_config(model).get("context_dim")
+    if not context_dim:
+        return
+    for tensor, _extra in conditioning:
+        if tensor is not None and tensor.shape[-1] != context_dim:
+            raise PriorSwapError(
+                f"{node}: the prior's conditioning is {tensor.shape[-1]} wide but the prior model expects "
+                f"{context_dim} (it was encoded by another model's CLIP). Encode the prior's negative "
+                "prompt with the prior's own CLIP.")
+
+
+def check_compatible(model: Any, prior: Prior, node: str) -> None:
+    """Refuse a prior that does not share the sampled model's latent space."""
+    if not isinstance(prior, Prior):
+        raise PriorSwapError(f"{node}: the 'prior' input is not a PRIOR. Connect a PriorCheckpointLoader "
+                             "or PriorFromModel node.")
+    model_space, prior_space = latent_space(model), latent_space(prior.model)
+    if model_space != prior_space:
+        raise PriorSwapError(
+            f"{node}: the prior works in another latent space ({prior_space[0]}, {prior_space[1]} channels) "
+            f"than the model ({model_space[0]}, {model_space[1]} channels). Pick a prior of the same family "
+            "(e.g. SD1.5 or SD2.1 for SD1.5 fine-tunes, SDXL base for SDXL fine-tunes).")

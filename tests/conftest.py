@@ -1,0 +1,53 @@
+"""Fixtures: one real ComfyUI server per test session, with small checkpoints built at test time."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support.comfy_env import ROOT, import_comfy  # noqa: E402
+
+import_comfy()
+
+from support import checkpoints  # noqa: E402
+from support.server import ComfyServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def checkpoint_cache() -> Path:
+    """Stand-in checkpoints, generated once and kept under .host/cache (ignored by git)."""
+    folder = ROOT / ".host" / "cache" / f"checkpoints-{checkpoints.cache_key()}"
+    checkpoints.write_checkpoints(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, checkpoint_cache) -> ComfyServer:
+    """The real ComfyUI, serving the pack, with the stand-ins in its checkpoints folder."""
+    base = tmp_path_factory.mktemp("comfy-base")
+    server = ComfyServer(base)
+    for f in checkpoint_cache.glob("*.safetensors"):
+        (server.checkpoints / f.name).symlink_to(f)
+    server.start()
+    yield server
+    server.stop()
+    keep = os.environ.get("PRIOR_SWAP_KEEP_LOG")
+    if keep:
+        shutil.copy(server.log_path, keep)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_reference_models():
+    """Drop the in-process reference models before interpreter shutdown tears ComfyUI's modules down."""
+    yield
+    import gc
+
+    from support import reference
+
+    reference.load.cache_clear()
+    gc.collect()

@@ -1,0 +1,1 @@
+"""Test support: the ComfyUI host server, its HTTP client, and small checkpoints built at test time."""

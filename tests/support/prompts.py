@@ -1,0 +1,81 @@
+"""API-format prompts for the tests, built with ComfyUI's own GraphBuilder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+POSITIVE = "a watercolor fox in the snow"
+NEGATIVE = "blurry"
+
+
+def graph():
+    from comfy_execution.graph_utils import GraphBuilder
+
+    return GraphBuilder()
+
+
+def text2img(ft: str = "sd15_finetune.safetensors", prior: str | None = "sd15_base.safetensors", *,
+             cfg: float = 5.0, steps: int = 3, seed: int = 7, batch: int = 1, size: int = 64,
+             prior_weight: float = 1.0, start_percent: float = 0.0, end_percent: float = 1.0,
+             prior_negative: str = "", v_prior: bool = False, prior_from_model: str | None = None,
+             post_cfg: str | None = None, sampler: str = "ksampler", swap: bool = True) -> dict:
+    """Text-to-image with the stock KSampler (or SamplerCustomAdvanced) saving the latent.
+
+    ``prior_from_model``: "same" makes the prior from the fine-tune's own MODEL and negative.
+    ``post_cfg``: a host node patching the sampled model after the swap (e.g. "CFGZeroStar").
+    ``swap`` False gives the stock CFG run of the same graph.
+    """
+    g = graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=ft)
+    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=POSITIVE)
+    neg = g.node("CLIPTextEncode", clip=ckpt.out(1), text=NEGATIVE)
+    latent = g.node("EmptyLatentImage", width=size, height=size, batch_size=batch)
+    model = ckpt.out(0)
+    prior_node = None
+    if swap:
+        if prior_from_model == "same":
+            prior_node = g.node("PriorFromModel", model=ckpt.out(0), negative=neg.out(0))
+        elif v_prior:
+            base = g.node("CheckpointLoaderSimple", ckpt_name=prior)
+            vmodel = g.node("ModelSamplingDiscrete", model=base.out(0), sampling="v_prediction", zsnr=False)
+            empty = g.node("CLIPTextEncode", clip=base.out(1), text=prior_negative)
+            prior_node = g.node("PriorFromModel", model=vmodel.out(0), negative=empty.out(0))
+        else:
+            prior_node = g.node("PriorCheckpointLoader", ckpt_name=prior, negative_prompt=prior_negative)
+        if sampler == "ksampler":
+            model = g.node("PriorSwapCFG", model=model, prior=prior_node.out(0), prior_weight=prior_weight,
+                           start_percent=start_percent, end_percent=end_percent).out(0)
+    if post_cfg:
+        model = g.node(post_cfg, model=model).out(0)
+    if sampler == "ksampler":
+        samples = g.node("KSampler", model=model, seed=seed, steps=steps, cfg=cfg, sampler_name="euler",
+                         scheduler="simple", positive=pos.out(0), negative=neg.out(0),
+                         latent_image=latent.out(0), denoise=1.0).out(0)
+    else:
+        if swap:
+            guider = g.node("PriorSwapGuider", model=model, prior=prior_node.out(0), positive=pos.out(0), cfg=cfg,
+                            prior_weight=prior_weight, start_percent=start_percent, end_percent=end_percent,
+                            negative=neg.out(0))
+        else:
+            guider = g.node("CFGGuider", model=model, positive=pos.out(0), negative=neg.out(0), cfg=cfg)
+        noise = g.node("RandomNoise", noise_seed=seed)
+        sampler_node = g.node("KSamplerSelect", sampler_name="euler")
+        sigmas = g.node("BasicScheduler", model=model, scheduler="simple", steps=steps, denoise=1.0)
+        samples = g.node("SamplerCustomAdvanced", noise=noise.out(0), guider=guider.out(0),
+                         sampler=sampler_node.out(0), sigmas=sigmas.out(0), latent_image=latent.out(0)).out(0)
+    g.node("SaveLatent", samples=samples, filename_prefix="latents/test")
+    return g.finalize()
+
+
+def read_latent(path: Path) -> torch.Tensor:
+    return load_file(str(path))["latent_tensor"].float()
+
+
+def run_latent(server, prompt: dict) -> torch.Tensor:
+    """Run a prompt on the server and return the one latent it saved."""
+    entry = server.run(prompt)
+    files = server.output_files(entry, "latents")
+    assert len(files) == 1, entry
+    return read_latent(files[0])

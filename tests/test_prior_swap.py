@@ -1,0 +1,155 @@
+"""PriorSwapCFG and PriorSwapGuider on the real ComfyUI, against an independent reference (Eq. 7)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from support import prompts, reference
+from support.prompts import NEGATIVE, POSITIVE, run_latent, text2img
+
+REL = 1e-5  # float32 on the CPU: batch-1 vs batch-2 forwards round differently at ~1e-6 of the scale
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest deviation relative to the largest magnitude (latents of random models are large)."""
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
+def _counts(server) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", server.log_text())]
+
+
+@pytest.fixture(scope="module")
+def stock(comfy):
+    return run_latent(comfy, text2img(swap=False))
+
+
+def test_swap_changes_result_and_matches_eq7_reference(comfy, stock, checkpoint_cache):
+    """eps fine-tune + eps prior (different weights): the KSampler latent is Eq. 7 sampled by Euler."""
+    swapped = run_latent(comfy, text2img())
+    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
+    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
+    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "eps")
+    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
+
+    def denoise(x, sigma):
+        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
+
+    expected = reference.euler(denoise, tuple(swapped.shape), seed=7, steps=3)
+    assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
+    # The swap must matter: stock CFG differs far beyond the tolerance.
+    assert rel_err(stock, swapped) > 1000 * REL
+
+
+def test_identity_same_model_same_negative_equals_stock(comfy, stock):
+    same = run_latent(comfy, text2img(prior_from_model="same"))
+    assert rel_err(same, stock) < REL, rel_err(same, stock)
+
+
+def test_identity_same_checkpoint_loaded_as_prior_equals_stock(comfy, stock):
+    loaded = run_latent(comfy, text2img(prior="sd15_finetune.safetensors", prior_negative=NEGATIVE))
+    assert rel_err(loaded, stock) < REL, rel_err(loaded, stock)
+
+
+def test_prior_weight_zero_is_stock_bit_exact(comfy, stock):
+    assert torch.equal(run_latent(comfy, text2img(prior_weight=0.0)), stock)
+
+
+def test_cfg_one_never_runs_prior(comfy):
+    before = len(_counts(comfy))
+    run_latent(comfy, text2img(cfg=1.0))
+    counts = _counts(comfy)[before:]
+    assert counts == [(0, 3)], counts
+
+
+def test_prior_runs_once_per_step_at_full_weight(comfy):
+    before = len(_counts(comfy))
+    run_latent(comfy, text2img(seed=11))
+    assert _counts(comfy)[before:] == [(3, 3)]
+
+
+def test_v_prediction_prior_matches_reference(comfy, checkpoint_cache):
+    """eps fine-tune + v-prediction prior (ModelSamplingDiscrete): combined in denoised space."""
+    swapped = run_latent(comfy, text2img(v_prior=True))
+    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
+    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
+    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "v")
+    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
+
+    def denoise(x, sigma):
+        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
+
+    expected = reference.euler(denoise, tuple(swapped.shape), seed=7, steps=3)
+    assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
+    eps_prior = run_latent(comfy, text2img())
+    assert rel_err(eps_prior, swapped) > 1000 * REL
+
+
+def test_prior_of_another_architecture_matches_reference(comfy, checkpoint_cache):
+    """A deeper UNet (three levels, not two) sharing the latent space and text encoder."""
+    swapped = run_latent(comfy, text2img(prior="sd15_deep_prior.safetensors"))
+    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
+    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_deep_prior.safetensors"))
+    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "eps")
+    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
+
+    def denoise(x, sigma):
+        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
+
+    expected = reference.euler(denoise, tuple(swapped.shape), seed=7, steps=3)
+    assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
+
+
+def test_ksampler_and_sampler_custom_advanced_agree(comfy):
+    ksampler = run_latent(comfy, text2img(seed=3))
+    custom = run_latent(comfy, text2img(seed=3, sampler="custom"))
+    assert torch.equal(ksampler, custom)
+
+
+def test_batch_of_two_matches_reference(comfy, checkpoint_cache):
+    swapped = run_latent(comfy, text2img(batch=2, seed=5))
+    assert swapped.shape[0] == 2
+    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
+    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
+    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "eps")
+    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
+
+    def denoise(x, sigma):
+        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
+
+    expected = reference.euler(denoise, tuple(swapped.shape), seed=5, steps=3)
+    assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
+    assert (swapped[0] - swapped[1]).abs().max() > 0.1
+
+
+def test_post_cfg_patch_sees_prior_uncond(comfy, checkpoint_cache):
+    """CFGZeroStar (a post-CFG patch) applied after PriorSwapCFG works on the prior's uncond."""
+    patched = run_latent(comfy, text2img(post_cfg="CFGZeroStar"))
+    plain = run_latent(comfy, text2img())
+    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
+    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
+    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "eps")
+    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
+
+    def denoise(x, sigma):
+        cond_d = x - sigma * ft.eps(x, sigma, c)
+        uncond_d = x - sigma * prior.eps(x, sigma, u)
+        out = uncond_d + 5.0 * (cond_d - uncond_d)
+        # CFG-Zero*: alpha = <x − cond, x − uncond> / ‖x − uncond‖² per sample
+        a, b = (x - cond_d).flatten(1), (x - uncond_d).flatten(1)
+        alpha = ((a * b).sum(1) / ((b * b).sum(1) + 1e-8)).reshape(-1, 1, 1, 1)
+        return out + uncond_d * (alpha - 1.0) + 5.0 * uncond_d * (1.0 - alpha)
+
+    expected = reference.euler(denoise, tuple(patched.shape), seed=7, steps=3)
+    assert rel_err(patched, expected) < REL, rel_err(patched, expected)
+    assert rel_err(patched, plain) > 1000 * REL
+
+
+def test_blend_and_schedule_use_both_unconds(comfy, stock):
+    full = run_latent(comfy, text2img())
+    half = run_latent(comfy, text2img(prior_weight=0.5))
+    late = run_latent(comfy, text2img(start_percent=0.5))
+    for result in (half, late):
+        assert rel_err(result, stock) > 1000 * REL and rel_err(result, full) > 1000 * REL
