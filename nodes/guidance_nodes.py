@@ -98,8 +98,8 @@ class PriorSwapDualCFGGuider:
         return {"required": {
             "model": ("MODEL", {"tooltip": "The dual-condition fine-tune, e.g. InstructPix2Pix."}),
             "prior": PRIOR_INPUT,
-            "cond1": ("CONDITIONING", {"tooltip": "Image + text: the positive output of InstructPix2PixConditioning."}),
-            "cond2": ("CONDITIONING", {"tooltip": "Image, no text: the negative output of InstructPix2PixConditioning."}),
+            "cond1": ("CONDITIONING", {"tooltip": "Image + text: the positive output of InstructPixToPixConditioning."}),
+            "cond2": ("CONDITIONING", {"tooltip": "Image, no text: the negative output of InstructPixToPixConditioning."}),
             "negative": ("CONDITIONING", {"tooltip": "No image, no text: the fine-tune's own (∅, ∅) term, replaced by "
                                                      "the prior where prior_weight is 1."}),
             "cfg_conds": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,

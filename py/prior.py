@@ -30,7 +30,7 @@ def make_prior(model: Any, negative: list, name: str = "prior") -> Prior:
         raise PriorSwapError(
             "PriorFromModel: the prior's negative conditioning is empty. Connect a CLIPTextEncode "
             "(empty text is fine) that uses the prior's own CLIP.")
-    check_prior_model(model, "PriorFromModel")
+    # Channel checks wait for PriorSwapCFG: a dual-condition model may serve as its own prior.
     check_conditioning_width(model, negative, "PriorFromModel")
     return Prior(model=model, negative=negative, name=name)
 
@@ -76,7 +76,7 @@ def check_prior_model(model: Any, node: str) -> None:
     in_channels = _unet_config(model).get("in_channels", channels)
     if concat_keys or in_channels != channels:
         raise PriorSwapError(
-            f"{node}: this model takes {in_channels} input channels for {channels} latent channels "
+            f"{node}: the prior takes {in_channels} input channels for {channels} latent channels "
             f"(extra inputs: {', '.join(concat_keys) or 'image concat'}), e.g. an InstructPix2Pix or inpainting "
             "model. A prior must be a plain text-to-image model (SD1.5, SD2.1, SDXL base…); use the edit "
             "model as the fine-tune instead.")
@@ -106,3 +106,27 @@ def check_compatible(model: Any, prior: Prior, node: str) -> None:
             f"{node}: the prior works in another latent space ({prior_space[0]}, {prior_space[1]} channels) "
             f"than the model ({model_space[0]}, {model_space[1]} channels). Pick a prior of the same family "
             "(e.g. SD1.5 or SD2.1 for SD1.5 fine-tunes, SDXL base for SDXL fine-tunes).")
+    if prior.model.model is not model.model:
+        # The sampled model itself may be its own prior (identity); any other prior must be plain.
+        check_prior_model(prior.model, node)
+    check_shared_weights(model, prior.model, node)
+
+
+def check_shared_weights(model: Any, prior_model: Any, node: str) -> None:
+    """Refuse a prior that is the same loaded checkpoint as the model but with other patches.
+
+    ComfyUI holds one set of weights (and one ``model_sampling``) per loaded checkpoint; two
+    ModelPatchers over it with different LoRAs or object patches cannot both be loaded at once
+    (upstream's DualModelGuider silently gets this wrong, core issue #14521).
+    """
+    if prior_model.model is not model.model:
+        return
+    same_objects = (prior_model.object_patches.keys() == model.object_patches.keys() and all(
+        prior_model.object_patches[k] is model.object_patches[k] for k in model.object_patches))
+    same_weights = prior_model.patches_uuid == model.patches_uuid or (not prior_model.patches and not model.patches)
+    if not (same_objects and same_weights):
+        raise PriorSwapError(
+            f"{node}: the prior is the same loaded checkpoint as the model, with different patches (LoRA, "
+            "ModelSamplingDiscrete…). ComfyUI keeps one copy of a loaded checkpoint's weights, so the two "
+            "cannot each keep their own. Load the prior with its own loader: Load Prior Checkpoint, or a "
+            "second Load Checkpoint node into Prior From Model.")

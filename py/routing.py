@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from .guidance import blend_uncond, is_flow, to_prior_space
-from .prior import Prior, check_compatible
+from .prior import Prior, check_compatible, check_shared_weights
 
 KEY = "prior_swap_cfg"
 log = logging.getLogger("prior_swap_cfg")
@@ -183,6 +183,8 @@ def _make_outer_sample_wrapper(negative: list, schedule: SwapSchedule) -> Callab
         priors = guider.model_patcher.get_additional_models_with_key(KEY)
         if not priors:
             return executor(*args, **kwargs)
+        # Patches added downstream of PriorSwapCFG (a LoRA on the fine-tune) are only visible now.
+        check_shared_weights(guider.model_patcher, priors[0], "PriorSwapCFG")
         run = PriorRun(guider, priors[0], negative, schedule)
         guider.model_options[KEY] = run  # guider.model_options is this run's clone
         try:

@@ -50,4 +50,5 @@ def _release_reference_models():
     from support import reference
 
     reference.load.cache_clear()
+    reference.load_vae.cache_clear()
     gc.collect()

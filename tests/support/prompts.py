@@ -79,3 +79,41 @@ def run_latent(server, prompt: dict) -> torch.Tensor:
     files = server.output_files(entry, "latents")
     assert len(files) == 1, entry
     return read_latent(files[0])
+
+
+EDIT = "make it snowy"
+EDIT_IMAGE = "ip2p_input.png"
+
+
+def ip2p(prior: str | None = "sd15_base.safetensors", *, prior_from_model: str | None = None, swap: bool = True,
+         cfg_conds: float = 7.5, cfg_cond2_negative: float = 1.5, style: str = "regular", seed: int = 3,
+         steps: int = 3, prior_weight: float = 1.0) -> dict:
+    """InstructPix2Pix editing with (PriorSwap)DualCFGGuider and SamplerCustomAdvanced, saving the latent.
+
+    ``prior_from_model="same"``: the fine-tune is its own prior (with the guider's own negative).
+    """
+    g = graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="ip2p_finetune.safetensors")
+    image = g.node("LoadImage", image=EDIT_IMAGE)
+    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=EDIT)
+    neg = g.node("CLIPTextEncode", clip=ckpt.out(1), text="")
+    cond = g.node("InstructPixToPixConditioning", positive=pos.out(0), negative=neg.out(0), vae=ckpt.out(2),
+                  pixels=image.out(0))
+    common = dict(model=ckpt.out(0), cond1=cond.out(0), cond2=cond.out(1), negative=neg.out(0),
+                  cfg_conds=cfg_conds, cfg_cond2_negative=cfg_cond2_negative, style=style)
+    if not swap:
+        guider = g.node("DualCFGGuider", **common)
+    else:
+        if prior_from_model == "same":
+            prior_node = g.node("PriorFromModel", model=ckpt.out(0), negative=neg.out(0))
+        else:
+            prior_node = g.node("PriorCheckpointLoader", ckpt_name=prior, negative_prompt="")
+        guider = g.node("PriorSwapDualCFGGuider", prior=prior_node.out(0), prior_weight=prior_weight,
+                        start_percent=0.0, end_percent=1.0, **common)
+    noise = g.node("RandomNoise", noise_seed=seed)
+    sampler_node = g.node("KSamplerSelect", sampler_name="euler")
+    sigmas = g.node("BasicScheduler", model=ckpt.out(0), scheduler="simple", steps=steps, denoise=1.0)
+    samples = g.node("SamplerCustomAdvanced", noise=noise.out(0), guider=guider.out(0), sampler=sampler_node.out(0),
+                     sigmas=sigmas.out(0), latent_image=cond.out(2)).out(0)
+    g.node("SaveLatent", samples=samples, filename_prefix="latents/ip2p")
+    return g.finalize()

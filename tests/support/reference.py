@@ -90,3 +90,12 @@ def euler(denoise: Callable[[torch.Tensor, float], torch.Tensor], shape: tuple, 
 
 def cfg_eps(cond_eps: torch.Tensor, uncond_eps: torch.Tensor, scale: float) -> torch.Tensor:
     return uncond_eps + scale * (cond_eps - uncond_eps)
+
+
+@lru_cache(maxsize=2)
+def load_vae(path: str):
+    """The checkpoint's VAE, loaded with ComfyUI's own loader (used only to encode the edit image)."""
+    import comfy.sd
+
+    _model, _clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=False)
+    return vae
