@@ -33,6 +33,9 @@ def comfy(tmp_path_factory, checkpoint_cache) -> ComfyServer:
     server = ComfyServer(base)
     for f in checkpoint_cache.glob("*.safetensors"):
         (server.checkpoints / f.name).symlink_to(f)
+    loras = base / "models" / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    (loras / "test_lora.safetensors").symlink_to(checkpoints.write_lora(checkpoint_cache))
     server.start()
     yield server
     server.stop()

@@ -153,3 +153,54 @@ def test_blend_and_schedule_use_both_unconds(comfy, stock):
     late = run_latent(comfy, text2img(start_percent=0.5))
     for result in (half, late):
         assert rel_err(result, stock) > 1000 * REL and rel_err(result, full) > 1000 * REL
+
+
+def _lora_graph(prior_kind: str) -> dict:
+    """Fine-tune with a LoRA; prior = the same checkpoint without it, loaded separately or shared."""
+    g = prompts.graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
+    lora = g.node("LoraLoaderModelOnly", model=ckpt.out(0), lora_name="test_lora.safetensors", strength_model=1.0)
+    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=POSITIVE)
+    neg = g.node("CLIPTextEncode", clip=ckpt.out(1), text=NEGATIVE)
+    if prior_kind == "own_loader":
+        prior = g.node("PriorCheckpointLoader", ckpt_name="sd15_finetune.safetensors", negative_prompt="")
+    else:  # the LoRA-free MODEL of the very same loader
+        empty = g.node("CLIPTextEncode", clip=ckpt.out(1), text="")
+        prior = g.node("PriorFromModel", model=ckpt.out(0), negative=empty.out(0))
+    model = g.node("PriorSwapCFG", model=lora.out(0), prior=prior.out(0), prior_weight=1.0,
+                   start_percent=0.0, end_percent=1.0)
+    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    samples = g.node("KSampler", model=model.out(0), seed=7, steps=3, cfg=5.0, sampler_name="euler",
+                     scheduler="simple", positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
+                     denoise=1.0)
+    g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/lora")
+    return g.finalize()
+
+
+def test_same_checkpoint_with_and_without_lora_keep_their_own_weights(comfy, checkpoint_cache):
+    """Fine-tune + LoRA, prior = the same checkpoint loaded by its own loader, without the LoRA."""
+    from support import checkpoints
+
+    swapped = run_latent(comfy, _lora_graph("own_loader"))
+    plain_unet, clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
+    import copy
+
+    lora_unet = copy.deepcopy(plain_unet)
+    with torch.no_grad():
+        lora_unet.out[2].weight += checkpoints.lora_diff()
+    ft, prior = reference.Net(lora_unet, "eps"), reference.Net(plain_unet, "eps")
+    c, u = reference.encode(clip, POSITIVE), reference.encode(clip, "")
+
+    def denoise(x, sigma):
+        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
+
+    expected = reference.euler(denoise, tuple(swapped.shape), seed=7, steps=3)
+    assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
+
+
+def test_same_loaded_checkpoint_with_other_patches_is_refused_before_sampling(comfy):
+    from support.server import ExecutionError
+
+    with pytest.raises(ExecutionError) as err:
+        run_latent(comfy, _lora_graph("shared"))
+    assert "same loaded checkpoint" in str(err.value) and "PriorSwapCFG" in str(err.value)

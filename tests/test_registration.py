@@ -33,3 +33,14 @@ def test_pack_imported_without_error(comfy):
 def test_stand_in_checkpoints_listed(comfy):
     names = comfy.get("/object_info/PriorCheckpointLoader")["PriorCheckpointLoader"]["input"]["required"]["ckpt_name"][0]
     assert {"sd15_base.safetensors", "sd15_finetune.safetensors", "ip2p_finetune.safetensors"} <= set(names)
+
+
+def test_frontend_extension_served(comfy):
+    """WEB_DIRECTORY is registered and the server serves the pack's script to the frontend."""
+    import requests
+
+    scripts = comfy.get("/extensions")
+    ours = [s for s in scripts if "comfyui-prior-swap" in s]
+    assert ours == ["/extensions/comfyui-prior-swap/prior_swap.js"], scripts
+    body = requests.get(comfy.url + ours[0], timeout=10)
+    assert body.ok and "registerExtension" in body.text

@@ -99,6 +99,25 @@ def _vae_weights() -> dict[str, torch.Tensor]:
     return _random(_shapes(vae), 200, "first_stage_model.")
 
 
+LORA_KEY = "diffusion_model.out.2"  # the UNet's last conv, in ComfyUI's generic LoRA key format
+
+
+def lora_diff() -> torch.Tensor:
+    """The weight difference the test LoRA adds to the last conv (4×320×3×3)."""
+    return torch.randn(4, 320, 3, 3, generator=torch.Generator().manual_seed(300)) * 0.05
+
+
+def write_lora(folder: Path) -> Path:
+    """A small LoRA file in the ``.diff`` format ComfyUI's LoraLoader reads: one full-weight difference."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "test_lora.safetensors"
+    if not path.exists():
+        save_file({LORA_KEY + ".diff": lora_diff()}, str(path))
+    return path
+
+
 def cache_key() -> str:
     return hashlib.sha256(json.dumps([VERSION, UNETS], sort_keys=True).encode()).hexdigest()[:12]
 
