@@ -1,12 +1,13 @@
 """PriorSwapCFG and PriorSwapGuider on the real ComfyUI, against an independent reference (Eq. 7)."""
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
 import torch
 
-from support import prompts, reference
+from support import checkpoints, prompts, reference
 from support.prompts import NEGATIVE, POSITIVE, run_latent, text2img
 
 REL = 1e-5  # float32 on the CPU: batch-1 vs batch-2 forwards round differently at ~1e-6 of the scale
@@ -21,6 +22,24 @@ def _counts(server) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", server.log_text())]
 
 
+def eq7_latent(ft: reference.Net, prior: reference.Net, shape: tuple, seed: int = 7, scale: float = 5.0,
+               cfg_fn=None) -> torch.Tensor:
+    """Reference latent: Euler over Eq. 7 with the fine-tune's cond and the prior's empty-prompt uncond."""
+    c, u = reference.encode(ft.clip, POSITIVE), reference.encode(prior.clip, "")
+
+    def denoise(x, sigma):
+        cond_d = x - sigma * ft.eps(x, sigma, c)
+        uncond_d = x - sigma * prior.eps(x, sigma, u)
+        return (cfg_fn or (lambda x, c_, u_: u_ + scale * (c_ - u_)))(x, cond_d, uncond_d)
+
+    return reference.euler(denoise, shape, seed=seed, steps=3)
+
+
+def net(checkpoint_cache, name: str, parameterization: str = "eps") -> reference.Net:
+    unet, clip = reference.load(str(checkpoint_cache / name))
+    return reference.Net(unet, parameterization, clip=clip)
+
+
 @pytest.fixture(scope="module")
 def stock(comfy):
     return run_latent(comfy, text2img(swap=False))
@@ -29,15 +48,8 @@ def stock(comfy):
 def test_swap_changes_result_and_matches_eq7_reference(comfy, stock, checkpoint_cache):
     """eps fine-tune + eps prior (different weights): the KSampler latent is Eq. 7 sampled by Euler."""
     swapped = run_latent(comfy, text2img())
-    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
-    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
-    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "eps")
-    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
-
-    def denoise(x, sigma):
-        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
-
-    expected = reference.euler(denoise, tuple(swapped.shape), seed=7, steps=3)
+    expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
+                          net(checkpoint_cache, "sd15_base.safetensors", "eps"), tuple(swapped.shape), seed=7)
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
     # The swap must matter: stock CFG differs far beyond the tolerance.
     assert rel_err(stock, swapped) > 1000 * REL
@@ -73,15 +85,8 @@ def test_prior_runs_once_per_step_at_full_weight(comfy):
 def test_v_prediction_prior_matches_reference(comfy, checkpoint_cache):
     """eps fine-tune + v-prediction prior (ModelSamplingDiscrete): combined in denoised space."""
     swapped = run_latent(comfy, text2img(v_prior=True))
-    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
-    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
-    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "v")
-    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
-
-    def denoise(x, sigma):
-        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
-
-    expected = reference.euler(denoise, tuple(swapped.shape), seed=7, steps=3)
+    expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
+                          net(checkpoint_cache, "sd15_base.safetensors", "v"), tuple(swapped.shape), seed=7)
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
     eps_prior = run_latent(comfy, text2img())
     assert rel_err(eps_prior, swapped) > 1000 * REL
@@ -90,15 +95,8 @@ def test_v_prediction_prior_matches_reference(comfy, checkpoint_cache):
 def test_prior_of_another_architecture_matches_reference(comfy, checkpoint_cache):
     """A deeper UNet (three levels, not two) sharing the latent space and text encoder."""
     swapped = run_latent(comfy, text2img(prior="sd15_deep_prior.safetensors"))
-    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
-    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_deep_prior.safetensors"))
-    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "eps")
-    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
-
-    def denoise(x, sigma):
-        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
-
-    expected = reference.euler(denoise, tuple(swapped.shape), seed=7, steps=3)
+    expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
+                          net(checkpoint_cache, "sd15_deep_prior.safetensors", "eps"), tuple(swapped.shape), seed=7)
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
 
 
@@ -111,15 +109,8 @@ def test_ksampler_and_sampler_custom_advanced_agree(comfy):
 def test_batch_of_two_matches_reference(comfy, checkpoint_cache):
     swapped = run_latent(comfy, text2img(batch=2, seed=5))
     assert swapped.shape[0] == 2
-    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
-    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
-    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "eps")
-    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
-
-    def denoise(x, sigma):
-        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
-
-    expected = reference.euler(denoise, tuple(swapped.shape), seed=5, steps=3)
+    expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
+                          net(checkpoint_cache, "sd15_base.safetensors", "eps"), tuple(swapped.shape), seed=5)
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
     assert (swapped[0] - swapped[1]).abs().max() > 0.1
 
@@ -128,21 +119,15 @@ def test_post_cfg_patch_sees_prior_uncond(comfy, checkpoint_cache):
     """CFGZeroStar (a post-CFG patch) applied after PriorSwapCFG works on the prior's uncond."""
     patched = run_latent(comfy, text2img(post_cfg="CFGZeroStar"))
     plain = run_latent(comfy, text2img())
-    ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
-    prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
-    ft, prior = reference.Net(ft_unet, "eps"), reference.Net(prior_unet, "eps")
-    c, u = reference.encode(ft_clip, POSITIVE), reference.encode(prior_clip, "")
-
-    def denoise(x, sigma):
-        cond_d = x - sigma * ft.eps(x, sigma, c)
-        uncond_d = x - sigma * prior.eps(x, sigma, u)
+    def cfg_zero_star(x, cond_d, uncond_d):
         out = uncond_d + 5.0 * (cond_d - uncond_d)
         # CFG-Zero*: alpha = <x − cond, x − uncond> / ‖x − uncond‖² per sample
         a, b = (x - cond_d).flatten(1), (x - uncond_d).flatten(1)
         alpha = ((a * b).sum(1) / ((b * b).sum(1) + 1e-8)).reshape(-1, 1, 1, 1)
         return out + uncond_d * (alpha - 1.0) + 5.0 * uncond_d * (1.0 - alpha)
 
-    expected = reference.euler(denoise, tuple(patched.shape), seed=7, steps=3)
+    expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
+                          net(checkpoint_cache, "sd15_base.safetensors"), tuple(patched.shape), cfg_fn=cfg_zero_star)
     assert rel_err(patched, expected) < REL, rel_err(patched, expected)
     assert rel_err(patched, plain) > 1000 * REL
 
@@ -179,22 +164,13 @@ def _lora_graph(prior_kind: str) -> dict:
 
 def test_same_checkpoint_with_and_without_lora_keep_their_own_weights(comfy, checkpoint_cache):
     """Fine-tune + LoRA, prior = the same checkpoint loaded by its own loader, without the LoRA."""
-    from support import checkpoints
-
     swapped = run_latent(comfy, _lora_graph("own_loader"))
-    plain_unet, clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
-    import copy
-
-    lora_unet = copy.deepcopy(plain_unet)
+    prior = net(checkpoint_cache, "sd15_finetune.safetensors")
+    lora_unet = copy.deepcopy(prior.unet)
     with torch.no_grad():
         lora_unet.out[2].weight += checkpoints.lora_diff()
-    ft, prior = reference.Net(lora_unet, "eps"), reference.Net(plain_unet, "eps")
-    c, u = reference.encode(clip, POSITIVE), reference.encode(clip, "")
-
-    def denoise(x, sigma):
-        return x - sigma * reference.cfg_eps(ft.eps(x, sigma, c), prior.eps(x, sigma, u), 5.0)
-
-    expected = reference.euler(denoise, tuple(swapped.shape), seed=7, steps=3)
+    ft = reference.Net(lora_unet, "eps", clip=prior.clip)
+    expected = eq7_latent(ft, prior, tuple(swapped.shape))
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
 
 

@@ -41,7 +41,7 @@ class Net:
 
     unet: Callable
     parameterization: str  # "eps" or "v"
-    concat: torch.Tensor | None = None  # extra input channels (InstructPix2Pix image latent)
+    clip: object = None  # the checkpoint's text encoder (comfy.sd.CLIP), for encode()
 
     def eps(self, x: torch.Tensor, sigma: float, context: torch.Tensor, concat: torch.Tensor | None = None) -> torch.Tensor:
         """ε prediction at the noisy latent x = x0 + σ·ε."""
