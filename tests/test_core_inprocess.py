@@ -126,3 +126,16 @@ def test_same_checkpoint_with_other_patches_refused(sd15):
         routing.apply_prior_swap(lora_like, _prior(model, clip), routing.SwapSchedule())
     # An unpatched clone shares weights legitimately (the identity case).
     routing.apply_prior_swap(model.clone(), _prior(model, clip), routing.SwapSchedule())
+
+
+def test_dual_guider_refuses_prior_of_another_latent_space(sd15):
+    import comfy.latent_formats
+
+    guiders, routing, errors = core("guiders"), core("routing"), core("errors")
+    model, clip = sd15
+    sdxl_like = model.clone()
+    sdxl_like.add_object_patch("latent_format", comfy.latent_formats.SDXL())
+    cond = core("prior").encode_text(clip, "")
+    with pytest.raises(errors.PriorSwapError, match="PriorSwapDualCFGGuider: the prior works in another latent space"):
+        guiders.prior_swap_dual_guider(model, _prior(sdxl_like, clip), cond, cond, cond, 7.5, 1.5, "regular",
+                                       routing.SwapSchedule())
