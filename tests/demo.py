@@ -1,8 +1,9 @@
 """The main job: run a workflow of workflows/ on the real ComfyUI and write a side-by-side PNG.
 
-    python3 tests/host.py demo [--workflow workflows/side_by_side_sd15_api.json] [--out out/]
+    python3 tests/host.py demo [--workflow workflows/prior_swap_side_by_side_sd15.json] [--out out/]
 
-The workflow names the checkpoints users have (an SD1.5 fine-tune and v1-5-pruned-emaonly as prior).
+The workflow is a UI-format file as the frontend saves it (converted with the server's /object_info, the way
+the frontend's graphToPrompt does) or an API-format prompt. It names the checkpoints users have (an SD1.5 fine-tune and v1-5-pruned-emaonly as prior).
 Here no weights can be downloaded, so the embedded default substitutes small stand-ins built with
 ComfyUI's own model classes and random weights: the PNG shows what the graph computes (stock CFG on
 the left, prior swap on the right), not a picture worth looking at. Point --models at a folder with
@@ -31,7 +32,7 @@ STAND_INS = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workflow", type=Path, default=ROOT / "workflows" / "side_by_side_sd15_api.json")
+    parser.add_argument("--workflow", type=Path, default=ROOT / "workflows" / "prior_swap_side_by_side_sd15.json")
     parser.add_argument("--out", type=Path, default=ROOT / "out")
     parser.add_argument("--models", type=Path, help="folder holding the workflow's real checkpoints")
     parser.add_argument("--steps", type=int, help="override the samplers' steps")
@@ -42,8 +43,9 @@ def main() -> int:
     import_comfy()
     from support import checkpoints
     from support.server import ComfyServer
+    from support.ui_to_api import convert
 
-    prompt = json.loads(args.workflow.read_text())
+    workflow = json.loads(args.workflow.read_text())
     base = Path(tempfile.mkdtemp(prefix="prior-swap-demo-"))
     server = ComfyServer(base)
     if args.models:
@@ -59,15 +61,16 @@ def main() -> int:
               "small random-weight stand-ins built with ComfyUI's own classes (SD1.5-detected UNet, CLIP-L, VAE). "
               "The image shows the graph's computation, not art.")
     size = args.size or (None if args.models else 256)
-    for node in prompt.values():
-        inputs = node["inputs"]
-        if args.steps and "steps" in inputs:
-            inputs["steps"] = args.steps
-        if size and node["class_type"] == "EmptyLatentImage":
-            inputs["width"] = inputs["height"] = size
     t0 = time.time()
     server.start()
     try:
+        prompt = convert(workflow, server.get("/object_info")) if "nodes" in workflow else workflow
+        for node in prompt.values():
+            inputs = node["inputs"]
+            if args.steps and "steps" in inputs:
+                inputs["steps"] = args.steps
+            if size and node["class_type"] == "EmptyLatentImage":
+                inputs["width"] = inputs["height"] = size
         entry = server.run(prompt)
     finally:
         server.stop()

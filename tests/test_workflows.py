@@ -1,55 +1,260 @@
-"""Every shared workflow in workflows/ runs on the real ComfyUI with the stand-in checkpoints."""
+"""The shared workflows in workflows/: UI format, listed by ComfyUI as templates, converted and run for real.
+
+Each workflow is converted with ``support.ui_to_api`` (checked against the frontend's own ``graphToPrompt``
+in ``tests/test_browser.py``), its checkpoints are replaced by the stand-ins, and it runs on the real
+ComfyUI; the outputs are checked per workflow.
+"""
 from __future__ import annotations
 
+import copy
 import json
+import random
+import re
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from support import make_workflows, zero123_standin
 from support.comfy_env import ROOT
+from support.server import PACK_NAME
+from support.ui_to_api import convert, process_dynamic_prompt
+from support.ui_workflow import note_text
 
-API_WORKFLOWS = sorted((ROOT / "workflows").glob("*_api.json"))
-# Real names in the workflows → stand-in files in the test server's checkpoints folder.
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+NAMES = [p.stem for p in WORKFLOWS]
+# Real checkpoint names in the workflows → stand-in files in the test server's checkpoints folder.
 STAND_INS = {
     "dreamshaper_8.safetensors": "sd15_finetune.safetensors",
     "v1-5-pruned-emaonly.safetensors": "sd15_base.safetensors",
     "instruct-pix2pix-00-22000.safetensors": "ip2p_finetune.safetensors",
+    # SD2.1 768-v: the SD1.5-width stand-in, made v-prediction by the workflow's ModelSamplingDiscrete
+    "v2-1_768-ema-pruned.safetensors": "sd15_base.safetensors",
+    "stable_zero123.ckpt": f"{zero123_standin.NAME}.safetensors",
+}
+CANNOT_RUN = {
+    "prior_swap_sdxl": "no SDXL stand-in: ComfyUI detects SDXL only from a full-depth UNet (10 transformer blocks "
+                       "at 1280 channels, 2048-wide context) with CLIP-L and CLIP-G text encoders, several GB of "
+                       "weights that CI cannot write and run on 2 CPU cores",
 }
 TEST_IMAGE = "workflow_input.png"
+SIZE, SPACING = 64, 8
 
 
-def substitute(prompt: dict, size: int = 64, steps: int = 2) -> dict:
+@pytest.fixture(scope="module")
+def object_info(comfy) -> dict:
+    return comfy.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def stand_ins(comfy, checkpoint_cache) -> None:
+    """The test image and the Zero123 stand-in (written once, ~1 GB, cached) in the server's folders."""
+    Image.new("RGB", (SIZE, SIZE), (200, 120, 40)).save(comfy.base / "input" / TEST_IMAGE)
+    folder = checkpoint_cache.parent / f"zero123-{zero123_standin.cache_key()}"
+    link = comfy.checkpoints / f"{zero123_standin.NAME}.safetensors"
+    if not link.exists():
+        link.symlink_to(zero123_standin.write_zero123(folder))
+
+
+def load(name: str) -> dict:
+    return json.loads((ROOT / "workflows" / f"{name}.json").read_text())
+
+
+def substitute(prompt: dict, steps: int = 2, seed: int | None = None) -> dict:
+    """Stand-in checkpoints, the test image, 64-px latents and 2 steps (and another seed if given)."""
+    prompt = copy.deepcopy(prompt)
     for node in prompt.values():
         inputs = node["inputs"]
         if inputs.get("ckpt_name") in STAND_INS:
             inputs["ckpt_name"] = STAND_INS[inputs["ckpt_name"]]
         if node["class_type"] == "LoadImage":
             inputs["image"] = TEST_IMAGE
-        if node["class_type"] == "EmptyLatentImage":
-            inputs["width"] = inputs["height"] = size
+        if node["class_type"] in ("EmptyLatentImage", "StableZero123_Conditioning"):
+            inputs["width"] = inputs["height"] = SIZE
         if "steps" in inputs:
             inputs["steps"] = steps
+        for key in ("seed", "noise_seed"):
+            if seed is not None and key in inputs:
+                inputs[key] = seed
     return prompt
 
 
 @pytest.fixture(scope="module")
-def input_image(comfy) -> None:
-    Image.new("RGB", (64, 64), (200, 120, 40)).save(comfy.base / "input" / TEST_IMAGE)
+def runs(comfy, object_info, stand_ins):
+    """Run each workflow at most once: name → {output node id: [image paths], "log": the server's log of the run}."""
+    done: dict[str, dict] = {}
+
+    def run(name: str) -> dict:
+        if name not in done:
+            before = len(comfy.log_text())
+            # A seed of its own per workflow: ComfyUI would otherwise reuse a sampler's output cached from
+            # another workflow with the same (substituted) inputs, and the prior would not run.
+            entry = comfy.run(substitute(convert(load(name), object_info), seed=1000 + NAMES.index(name)))
+            done[name] = {node_id: [comfy.output / i.get("subfolder", "") / i["filename"] for i in out.get("images", [])]
+                          for node_id, out in entry["outputs"].items()}
+            done[name]["log"] = comfy.log_text()[before:]
+        return done[name]
+    return run
 
 
-@pytest.mark.parametrize("path", API_WORKFLOWS, ids=lambda p: p.name)
-def test_api_workflow_runs(comfy, input_image, path: Path):
-    entry = comfy.run(substitute(json.loads(path.read_text())))
-    images = comfy.output_files(entry)
-    assert len(images) == 1 and images[0].stat().st_size > 0
+def images_of(result: dict) -> list[Path]:
+    return [p for key, paths in result.items() if key != "log" for p in paths]
 
 
-def test_side_by_side_workflow_shows_stock_and_swap(comfy):
-    path = ROOT / "workflows" / "side_by_side_sd15_api.json"
-    images = comfy.output_files(comfy.run(substitute(json.loads(path.read_text()))))
-    with Image.open(images[0]) as im:
-        # two 64-px panels with the stitch's 8-px spacing
-        assert im.size == (64 + 8 + 64, 64)
-        left, right = im.crop((0, 0, 64, 64)), im.crop((72, 0, 136, 64))
-        assert left.tobytes() != right.tobytes(), "prior swap gave the stock image"
+def prior_calls(result: dict) -> list[tuple[int, int]]:
+    """(prior calls, model calls) of each sampling run, from the pack's log line."""
+    return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", result["log"])]
+
+
+def panels(path: Path, rows: int, cols: int) -> list[list[bytes]]:
+    """The SIZE×SIZE panels of an ImageStitch grid (SPACING apart), row by row, as raw pixels."""
+    with Image.open(path) as im:
+        assert im.size == (cols * SIZE + (cols - 1) * SPACING, rows * SIZE + (rows - 1) * SPACING), im.size
+        return [[im.crop((c * (SIZE + SPACING), r * (SIZE + SPACING), c * (SIZE + SPACING) + SIZE,
+                          r * (SIZE + SPACING) + SIZE)).tobytes() for c in range(cols)] for r in range(rows)]
+
+
+# -- the files --------------------------------------------------------------------------------------
+
+def test_one_workflow_per_pairing_all_ui_format():
+    assert set(NAMES) == set(make_workflows.WORKFLOW_BUILDERS), "workflows/ holds exactly the generated workflows"
+    for path in WORKFLOWS:
+        wf = json.loads(path.read_text())
+        assert wf["version"] == 0.4 and isinstance(wf["nodes"], list) and isinstance(wf["links"], list), path.name
+        for node in wf["nodes"]:
+            assert {"id", "type", "pos", "size", "inputs", "outputs", "widgets_values", "mode"} <= set(node), node
+
+
+def test_workflow_files_are_what_the_generator_writes(object_info):
+    """workflows/*.json are generated by tests/support/make_workflows.py from this server's /object_info."""
+    built = make_workflows.build_all(object_info)
+    for name, workflow in built.items():
+        assert (ROOT / "workflows" / f"{name}.json").read_text() == make_workflows.dumps(workflow), (
+            f"{name}.json is stale: run python3 tests/host.py python tests/support/make_workflows.py")
+
+
+def test_links_agree_with_node_slots():
+    for path in WORKFLOWS:
+        wf = json.loads(path.read_text())
+        nodes = {n["id"]: n for n in wf["nodes"]}
+        for link_id, origin, origin_slot, target, target_slot, kind in wf["links"]:
+            assert link_id in nodes[origin]["outputs"][origin_slot]["links"], (path.name, link_id)
+            entry = nodes[target]["inputs"][target_slot]
+            assert entry["link"] == link_id and entry["type"] == kind == nodes[origin]["outputs"][origin_slot]["type"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_note_says_what_it_shows_and_which_checkpoints(name, object_info):
+    wf = load(name)
+    text = note_text(wf)
+    assert text.startswith("## ") and "**Checkpoints**" in text, text[:200]
+    checkpoints = {v["inputs"]["ckpt_name"] for v in convert(wf, object_info).values() if "ckpt_name" in v["inputs"]}
+    assert checkpoints, "a workflow loads checkpoints"
+    for ckpt in checkpoints:
+        assert f"`{ckpt}`" in text, f"the note does not name {ckpt}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_uses_the_pack(name, object_info):
+    kinds = {v["class_type"] for v in convert(load(name), object_info).values()}
+    assert kinds & {"PriorSwapCFG", "PriorSwapGuider", "PriorSwapDualCFGGuider"}
+
+
+def test_comfyui_lists_them_as_custom_node_templates(comfy):
+    """What the frontend's template browser reads: GET /api/workflow_templates, then each file by name."""
+    import requests
+
+    listed = comfy.get("/api/workflow_templates")
+    assert sorted(listed[PACK_NAME]) == sorted(NAMES)
+    for name in NAMES:
+        r = requests.get(f"{comfy.url}/api/workflow_templates/{PACK_NAME}/{name}.json", timeout=10)
+        assert r.ok and r.json() == load(name)
+
+
+# -- the converter ----------------------------------------------------------------------------------
+
+def _ui(nodes: list[dict], links: list[list]) -> dict:
+    return {"version": 0.4, "nodes": nodes, "links": links}
+
+
+def test_converter_follows_reroutes_bypass_primitives_and_drops_notes_and_muted(object_info):
+    """The frontend features the shared workflows may use once a user edits them."""
+    nodes = [
+        {"id": 1, "type": "CheckpointLoaderSimple", "mode": 0, "inputs": [],
+         "outputs": [{"name": "MODEL", "type": "MODEL", "links": [1]}, {"name": "CLIP", "type": "CLIP", "links": [2]}],
+         "widgets_values": ["a.safetensors"]},
+        {"id": 2, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 1}],
+         "outputs": [{"name": "", "type": "MODEL", "links": [3]}]},
+        {"id": 3, "type": "CFGZeroStar", "mode": 4, "inputs": [{"name": "model", "type": "MODEL", "link": 3}],
+         "outputs": [{"name": "patched_model", "type": "MODEL", "links": [4]}], "widgets_values": []},
+        {"id": 4, "type": "KSampler", "mode": 0, "title": "Mine",
+         "inputs": [{"name": "model", "type": "MODEL", "link": 4},
+                    {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 5}],
+         "outputs": [{"name": "LATENT", "type": "LATENT", "links": []}],
+         "widgets_values": [7, "randomize", 20, 6.5, "euler", "normal", 1.0]},
+        {"id": 5, "type": "PrimitiveNode", "mode": 0, "inputs": [],
+         "outputs": [{"name": "INT", "type": "INT", "links": [5], "widget": {"name": "steps"}}],
+         "widgets_values": [12, "fixed"]},
+        {"id": 6, "type": "MarkdownNote", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["hi"]},
+        {"id": 7, "type": "CLIPTextEncode", "mode": 2, "inputs": [{"name": "clip", "type": "CLIP", "link": 2}],
+         "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": []}], "widgets_values": ["x"]},
+    ]
+    links = [[1, 1, 0, 2, 0, "MODEL"], [2, 1, 1, 7, 0, "CLIP"], [3, 2, 0, 3, 0, "MODEL"], [4, 3, 0, 4, 0, "MODEL"],
+             [5, 5, 0, 4, 1, "INT"]]
+    prompt = convert(_ui(nodes, links), object_info)
+    assert set(prompt) == {"1", "4"}  # Reroute, bypassed, Primitive, Note and muted nodes are not sent
+    assert prompt["4"] == {"class_type": "KSampler", "_meta": {"title": "Mine"}, "inputs": {
+        "model": ["1", 0], "seed": 7, "steps": 12, "cfg": 6.5, "sampler_name": "euler", "scheduler": "normal",
+        "denoise": 1.0}}  # control_after_generate is not an input; the widget linked to a Primitive takes its value
+    assert prompt["1"]["_meta"]["title"] == object_info["CheckpointLoaderSimple"]["display_name"]
+
+
+def test_converter_rejects_unknown_nodes(object_info):
+    node = {"id": 1, "type": "NoSuchNode", "mode": 0, "inputs": [], "outputs": [], "widgets_values": []}
+    with pytest.raises(ValueError, match="NoSuchNode"):
+        convert(_ui([node], []), object_info)
+
+
+def test_dynamic_prompts_as_the_frontend_processes_them():
+    rng = random.Random(1)
+    assert process_dynamic_prompt("a /* hidden */ {red|red} fox // comment", rng) == "a  red fox "
+    assert process_dynamic_prompt(r"a \{literal\} brace", rng) == "a {literal} brace"
+    assert process_dynamic_prompt("{x|{y|y}}", random.Random(3)) in ("x", "y")
+
+
+# -- running them ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_runs_on_comfyui(name, runs):
+    if name in CANNOT_RUN:
+        pytest.skip(CANNOT_RUN[name])
+    result = runs(name)
+    images = images_of(result)
+    assert images, result
+    for path in images:
+        with Image.open(path) as im:
+            assert im.width >= SIZE and im.height >= SIZE
+    calls = prior_calls(result)
+    assert calls and all(prior == total for prior, total in calls), calls  # full swap: the prior at every call
+
+
+def test_side_by_side_shows_stock_and_swap(runs):
+    (image,) = images_of(runs("prior_swap_side_by_side_sd15"))
+    [[stock, swap]] = panels(image, rows=1, cols=2)
+    assert stock != swap, "prior swap gave the stock image"
+
+
+def test_gamma_sweep_grid(runs):
+    (image,) = images_of(runs("prior_swap_gamma_sweep_sd15"))
+    stock, swap = panels(image, rows=2, cols=len(make_workflows.GAMMA_SWEEP))
+    assert all(a != b for a, b in zip(stock, swap)), "a γ column shows the same stock and swap image"
+    for row in (stock, swap):
+        assert len(set(row)) == len(row), "two γ values gave the same image"
+
+
+@pytest.mark.parametrize("name", ["prior_swap_sd15_ksampler", "prior_swap_custom_sampler_guider",
+                                  "prior_swap_ip2p_sd15", "prior_swap_zero123_sd21v"])
+def test_single_output_workflows_give_one_image_of_the_latent_size(name, runs):
+    (image,) = images_of(runs(name))
+    with Image.open(image) as im:
+        assert im.size == (SIZE, SIZE)

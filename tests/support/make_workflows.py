@@ -1,0 +1,320 @@
+"""Generate the shared UI-format workflows in ``workflows/`` (one per pairing of the pack's README).
+
+    python3 tests/host.py python tests/support/make_workflows.py          # (re)write workflows/*.json
+    python3 tests/host.py python tests/support/make_workflows.py --check  # exit 1 if a file is stale
+
+It starts the host ComfyUI once for ``/object_info`` (input order, widgets), builds every workflow with
+``ui_workflow.UIGraph`` and writes it as the frontend exports (indent 2). ``tests/test_workflows.py`` fails
+when a committed file differs from what this script generates, so edit the definitions here, not the JSON.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+try:
+    from .ui_workflow import UIGraph
+except ImportError:  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from support.ui_workflow import UIGraph
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / "workflows"
+
+# The checkpoint files users have (models/checkpoints); the tests map them to stand-ins.
+SD15_FINETUNE = "dreamshaper_8.safetensors"
+SD15_BASE = "v1-5-pruned-emaonly.safetensors"
+IP2P = "instruct-pix2pix-00-22000.safetensors"
+SD21_V = "v2-1_768-ema-pruned.safetensors"
+ZERO123 = "stable_zero123.ckpt"
+SDXL_BASE = "sd_xl_base_1.0.safetensors"
+SDXL_FINETUNE = "sdxl_finetune.safetensors"  # a placeholder: users pick their SDXL fine-tune in the loader
+
+POSITIVE = "a lighthouse on a cliff at sunset, oil painting"
+EQ7 = "`eps = eps_prior(x, ∅) + γ · (eps_ft(x, c) − eps_prior(x, ∅))`"
+PAPER = "*Unconditional Priors Matter!* (arXiv 2503.20240)"
+PRIOR_GROUP_COLOR = "#8A6FC9"  # the pack's PRIOR link colour family (js/prior_swap.js)
+
+GAMMA_SWEEP = (3.0, 5.0, 7.5)
+
+
+def _sd15_text2img(g: UIGraph, *, prior_col: int = 0):
+    """Fine-tune loader, prompts, latent and the prior loader shared by the SD1.5 workflows."""
+    ckpt = g.add("CheckpointLoaderSimple", col=0, title="Fine-tune (SD1.5)", ckpt_name=SD15_FINETUNE)
+    prior = g.add("PriorCheckpointLoader", col=prior_col, title="Prior: SD1.5 base", ckpt_name=SD15_BASE,
+                  negative_prompt="")
+    pos = g.add("CLIPTextEncode", col=1, title="Positive", clip=ckpt[1], text=POSITIVE)
+    neg = g.add("CLIPTextEncode", col=1, title="Negative (the fine-tune's own)", clip=ckpt[1], text="")
+    latent = g.add("EmptyLatentImage", col=1, width=512, height=512, batch_size=1)
+    return ckpt, prior, pos, neg, latent
+
+
+def sd15_ksampler(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap CFG: SD1.5 fine-tune + SD1.5 base, stock KSampler
+
+CFG's unconditional branch comes from the **base model** (the *prior*) instead of the fine-tune,
+{PAPER}, Eq. 7:
+
+{EQ7}
+
+**Checkpoints** (`models/checkpoints`):
+- `{SD15_FINETUNE}`: the SD1.5 fine-tune you sample (any SD1.5 fine-tune works)
+- `{SD15_BASE}`: the prior, Stable Diffusion 1.5 base
+
+*Prior Swap CFG* patches the MODEL, so the **stock KSampler** samples it: its `cfg` is γ.
+`prior_weight` 1 is the paper, 0 is stock CFG; `start_percent`/`end_percent` say where in sampling the
+prior is used (outside, the KSampler's negative). To compare with stock CFG, bypass *Prior Swap CFG* (Ctrl+B).""",
+           size=(440, 420))
+    ckpt, prior, pos, neg, latent = _sd15_text2img(g)
+    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    sampler = g.add("KSampler", col=2, model=swap[0], seed=42, steps=25, cfg=7.5, sampler_name="euler",
+                    scheduler="normal", positive=pos[0], negative=neg[0], latent_image=latent[0], denoise=1.0)
+    decode = g.add("VAEDecode", col=3, samples=sampler[0], vae=ckpt[2])
+    g.add("SaveImage", col=3, images=decode[0], filename_prefix="prior_swap/sd15")
+
+
+def ip2p_sd15(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap: InstructPix2Pix + SD1.5 prior (dual guidance, paper Eq. 9)
+
+Edits an image by an instruction. The fully unconditional term ε(x, ∅, ∅) of InstructPix2Pix's dual CFG
+comes from SD1.5 (the prior); the image and text terms stay the fine-tune's:
+
+`prior(∅) + γ_I·(ft(img, ∅) − prior(∅)) + γ_T·(ft(img, txt) − ft(img, ∅))`
+
+Paper defaults: **cfg_conds = γ_T = 7.5**, **cfg_cond2_negative = γ_I = 1.5** (the paper samples 100 DDIM
+steps; 30 Euler steps here).
+
+**Checkpoints** (`models/checkpoints`):
+- `{IP2P}`: InstructPix2Pix (timbrooks/instruct-pix2pix)
+- `{SD15_BASE}`: the prior, Stable Diffusion 1.5 base
+
+Pick your picture in *Image to edit* and write the edit in *Edit instruction*. With `prior_weight` 0 the
+guider is ComfyUI's DualCFGGuider.""", size=(440, 440))
+    ckpt = g.add("CheckpointLoaderSimple", col=0, title="InstructPix2Pix (fine-tune)", ckpt_name=IP2P)
+    prior = g.add("PriorCheckpointLoader", col=0, title="Prior: SD1.5 base", ckpt_name=SD15_BASE, negative_prompt="")
+    image = g.add("LoadImage", col=1, title="Image to edit", image="example.png")
+    g.skip(1, 240)  # LoadImage grows a preview of the picture
+    instruction = g.add("CLIPTextEncode", col=1, title="Edit instruction", clip=ckpt[1],
+                        text="make it a winter scene")
+    empty = g.add("CLIPTextEncode", col=1, title="Empty text", clip=ckpt[1], text="")
+    cond = g.add("InstructPixToPixConditioning", col=2, positive=instruction[0], negative=empty[0], vae=ckpt[2],
+                 pixels=image[0])
+    guider = g.add("PriorSwapDualCFGGuider", col=2, title="Prior Swap Dual CFG (paper: γ_T 7.5, γ_I 1.5)", node_width=360,
+                   model=ckpt[0], prior=prior[0], cond1=cond[0], cond2=cond[1], negative=empty[0], cfg_conds=7.5,
+                   cfg_cond2_negative=1.5, style="regular", prior_weight=1.0, start_percent=0.0, end_percent=1.0)
+    noise = g.add("RandomNoise", col=3, noise_seed=42)
+    select = g.add("KSamplerSelect", col=3, sampler_name="euler")
+    sigmas = g.add("BasicScheduler", col=3, model=ckpt[0], scheduler="normal", steps=30, denoise=1.0)
+    sample = g.add("SamplerCustomAdvanced", col=3, noise=noise[0], guider=guider[0], sampler=select[0],
+                   sigmas=sigmas[0], latent_image=cond[2])
+    decode = g.add("VAEDecode", col=4, samples=sample[0], vae=ckpt[2])
+    g.add("SaveImage", col=4, images=decode[0], filename_prefix="prior_swap/ip2p")
+
+
+def zero123_sd21(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap: Stable Zero123 + SD2.1 v-prediction prior (γ 5)
+
+Novel view synthesis: Stable Zero123 renders the object in *Object image* from another viewpoint
+(`elevation`, `azimuth` in degrees). A fine-tune this far from its base has a poor unconditional
+prediction; here it comes from **SD2.1 768-v**, a v-prediction model of the same latent space
+({PAPER}: Zero-1-to-3 with γ 5, 50 DDIM steps).
+
+**Checkpoints** (`models/checkpoints`):
+- `{ZERO123}`: Stable Zero123 (stabilityai/stable-zero123). *Image Only Checkpoint Loader* also reads
+  the CLIP vision encoder stored in this file, so no separate CLIP vision model is needed.
+- `{SD21_V}`: the prior, Stable Diffusion 2.1 768-v
+
+*ModelSamplingDiscrete* (v_prediction) states the prior's parameterization; the prior's empty prompt ∅ is
+encoded by SD2.1's own CLIP. The KSampler's `cfg` is γ = 5. Use a square picture of one object on a white
+background.""", size=(440, 460))
+    zero123 = g.add("ImageOnlyCheckpointLoader", col=0, title="Stable Zero123 (fine-tune)", ckpt_name=ZERO123)
+    base = g.add("CheckpointLoaderSimple", col=0, title="Prior: SD2.1 768-v", ckpt_name=SD21_V)
+    image = g.add("LoadImage", col=1, title="Object image", image="example.png")
+    g.skip(1, 240)
+    cond = g.add("StableZero123_Conditioning", col=1, clip_vision=zero123[1], init_image=image[0], vae=zero123[2],
+                 width=256, height=256, batch_size=1, elevation=10.0, azimuth=142.0)
+    vpred = g.add("ModelSamplingDiscrete", col=2, title="SD2.1 is v-prediction", model=base[0],
+                  sampling="v_prediction", zsnr=False)
+    empty = g.add("CLIPTextEncode", col=2, title="Prior's empty prompt ∅", clip=base[1], text="")
+    prior = g.add("PriorFromModel", col=2, title="Prior: SD2.1 (v)", model=vpred[0], negative=empty[0])
+    swap = g.add("PriorSwapCFG", col=3, model=zero123[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    sampler = g.add("KSampler", col=3, title="KSampler (cfg = γ = 5)", model=swap[0], seed=42, steps=50, cfg=5.0,
+                    sampler_name="ddim", scheduler="ddim_uniform", positive=cond[0], negative=cond[1],
+                    latent_image=cond[2], denoise=1.0)
+    decode = g.add("VAEDecode", col=4, samples=sampler[0], vae=zero123[2])
+    g.add("SaveImage", col=4, images=decode[0], filename_prefix="prior_swap/zero123")
+
+
+def sdxl(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap CFG: SDXL fine-tune + SDXL base
+
+The SDXL version of the SD1.5 workflow: the fine-tune's unconditional prediction comes from SDXL base 1.0,
+{PAPER}, Eq. 7: {EQ7}
+
+**Checkpoints** (`models/checkpoints`):
+- `{SDXL_FINETUNE}`: a placeholder, **pick your SDXL fine-tune** in *Fine-tune (SDXL)*
+- `{SDXL_BASE}`: the prior, SDXL base 1.0
+
+The prior must share the fine-tune's latent space: an SD1.5 prior for an SDXL fine-tune is refused
+before sampling with a message that says so. KSampler `cfg` is γ.""", size=(440, 380))
+    ckpt = g.add("CheckpointLoaderSimple", col=0, title="Fine-tune (SDXL)", ckpt_name=SDXL_FINETUNE)
+    prior = g.add("PriorCheckpointLoader", col=0, title="Prior: SDXL base 1.0", ckpt_name=SDXL_BASE,
+                  negative_prompt="")
+    pos = g.add("CLIPTextEncode", col=1, title="Positive", clip=ckpt[1], text=POSITIVE)
+    neg = g.add("CLIPTextEncode", col=1, title="Negative (the fine-tune's own)", clip=ckpt[1], text="")
+    latent = g.add("EmptyLatentImage", col=1, width=1024, height=1024, batch_size=1)
+    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    sampler = g.add("KSampler", col=2, model=swap[0], seed=42, steps=30, cfg=7.0, sampler_name="dpmpp_2m",
+                    scheduler="karras", positive=pos[0], negative=neg[0], latent_image=latent[0], denoise=1.0)
+    decode = g.add("VAEDecode", col=3, samples=sampler[0], vae=ckpt[2])
+    g.add("SaveImage", col=3, images=decode[0], filename_prefix="prior_swap/sdxl")
+
+
+def custom_sampler_guider(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap Guider with SamplerCustomAdvanced
+
+The SD1.5 pairing as a GUIDER: *Prior Swap Guider* is CFGGuider with the unconditional prediction from
+the prior ({PAPER}, Eq. 7). Its `cfg` is γ.
+
+**Checkpoints** (`models/checkpoints`):
+- `{SD15_FINETUNE}`: the SD1.5 fine-tune you sample
+- `{SD15_BASE}`: the prior, Stable Diffusion 1.5 base
+
+`negative` (the fine-tune's own) is only used where the prior is not: `prior_weight` < 1 blends both
+unconds, and outside `start_percent`–`end_percent` the fine-tune's own uncond is used. Swap the sampler,
+the scheduler or the noise as with any guider.""", size=(440, 380))
+    ckpt, prior, pos, neg, latent = _sd15_text2img(g)
+    guider = g.add("PriorSwapGuider", col=2, model=ckpt[0], prior=prior[0], positive=pos[0], cfg=7.5,
+                   prior_weight=1.0, start_percent=0.0, end_percent=1.0, negative=neg[0])
+    noise = g.add("RandomNoise", col=2, noise_seed=42)
+    select = g.add("KSamplerSelect", col=3, sampler_name="euler")
+    sigmas = g.add("BasicScheduler", col=3, model=ckpt[0], scheduler="normal", steps=25, denoise=1.0)
+    sample = g.add("SamplerCustomAdvanced", col=3, noise=noise[0], guider=guider[0], sampler=select[0],
+                   sigmas=sigmas[0], latent_image=latent[0])
+    decode = g.add("VAEDecode", col=4, samples=sample[0], vae=ckpt[2])
+    g.add("SaveImage", col=4, images=decode[0], filename_prefix="prior_swap/guider")
+
+
+def side_by_side_sd15(g: UIGraph) -> None:
+    g.note(f"""## Stock CFG vs Prior Swap, side by side
+
+One image: **left** the fine-tune with stock CFG, **right** the same seed with the uncond from the prior
+({PAPER}, Eq. 7). Both KSamplers share every setting; only the MODEL differs.
+
+**Checkpoints** (`models/checkpoints`):
+- `{SD15_FINETUNE}`: the SD1.5 fine-tune
+- `{SD15_BASE}`: the prior, Stable Diffusion 1.5 base
+
+`python3 tests/host.py demo` runs this workflow.""", size=(440, 300))
+    ckpt, prior, pos, neg, latent = _sd15_text2img(g)
+    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    common = dict(seed=42, steps=20, cfg=7.5, sampler_name="euler", scheduler="normal", positive=pos[0],
+                  negative=neg[0], latent_image=latent[0], denoise=1.0)
+    stock = g.add("KSampler", col=2, title="Stock CFG", model=ckpt[0], **common)
+    swapped = g.add("KSampler", col=3, title="Prior swap CFG", model=swap[0], **common)
+    stock_image = g.add("VAEDecode", col=3, samples=stock[0], vae=ckpt[2])
+    swap_image = g.add("VAEDecode", col=3, samples=swapped[0], vae=ckpt[2])
+    stitch = g.add("ImageStitch", col=4, title="Stock CFG | Prior swap", image1=stock_image[0], image2=swap_image[0],
+                   direction="right", match_image_size=True, spacing_width=8, spacing_color="white")
+    g.add("SaveImage", col=4, images=stitch[0], filename_prefix="prior_swap/side_by_side")
+
+
+def gamma_sweep_sd15(g: UIGraph) -> None:
+    gammas = " / ".join(f"{x:g}" for x in GAMMA_SWEEP)
+    g.note(f"""## γ sweep: stock CFG vs Prior Swap
+
+A grid of one seed: columns are the guidance scale γ (KSampler `cfg` = {gammas}), the **top row** is the
+fine-tune with stock CFG, the **bottom row** takes the uncond from the prior ({PAPER}, Eq. 7).
+Prior swap usually holds up at higher γ where stock CFG of a fine-tune over-saturates.
+
+**Checkpoints** (`models/checkpoints`):
+- `{SD15_FINETUNE}`: the SD1.5 fine-tune
+- `{SD15_BASE}`: the prior, Stable Diffusion 1.5 base
+
+To sweep other values, change the `cfg` of a column's two KSamplers.""", size=(440, 340))
+    ckpt, prior, pos, neg, latent = _sd15_text2img(g)
+    swap = g.add("PriorSwapCFG", col=1, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    common = dict(seed=42, steps=20, sampler_name="euler", scheduler="normal", positive=pos[0], negative=neg[0],
+                  latent_image=latent[0], denoise=1.0)
+    rows = {}
+    for row, (label, model, col) in enumerate((("Stock CFG", ckpt[0], 2), ("Prior swap", swap[0], 3))):
+        g.skip(col, 70)
+        samplers = [g.add("KSampler", col=col, title=f"{label}, γ {x:g}", model=model, cfg=x, **common)
+                    for x in GAMMA_SWEEP]
+        g.group(label, samplers, color="#444" if row == 0 else PRIOR_GROUP_COLOR)
+        rows[label] = [g.add("VAEDecode", col=4, samples=s[0], vae=ckpt[2]) for s in samplers]
+    strips = []
+    for label, images in rows.items():
+        strip = images[0][0]
+        for i, image in enumerate(images[1:], start=1):
+            strip = g.add("ImageStitch", col=5, title=f"{label}: γ columns" if i == len(images) - 1 else None,
+                          image1=strip, image2=image[0], direction="right", match_image_size=True, spacing_width=8,
+                          spacing_color="white")[0]
+        strips.append(strip)
+    grid = g.add("ImageStitch", col=6, title="Top: stock CFG | bottom: prior swap", image1=strips[0],
+                 image2=strips[1], direction="down", match_image_size=True, spacing_width=8, spacing_color="white")
+    g.add("SaveImage", col=6, images=grid[0], filename_prefix="prior_swap/gamma_sweep")
+
+
+# file name (without .json) -> builder. Names are what ComfyUI's template browser lists.
+WORKFLOW_BUILDERS: dict[str, Callable[[UIGraph], None]] = {
+    "prior_swap_sd15_ksampler": sd15_ksampler,
+    "prior_swap_ip2p_sd15": ip2p_sd15,
+    "prior_swap_zero123_sd21v": zero123_sd21,
+    "prior_swap_sdxl": sdxl,
+    "prior_swap_custom_sampler_guider": custom_sampler_guider,
+    "prior_swap_side_by_side_sd15": side_by_side_sd15,
+    "prior_swap_gamma_sweep_sd15": gamma_sweep_sd15,
+}
+
+
+def build_all(object_info: dict) -> dict[str, dict]:
+    out = {}
+    for name, builder in WORKFLOW_BUILDERS.items():
+        g = UIGraph(object_info, name)
+        builder(g)
+        out[name] = g.serialize()
+    return out
+
+
+def dumps(workflow: dict) -> str:
+    return json.dumps(workflow, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    import tempfile
+
+    from support.comfy_env import import_comfy
+
+    import_comfy()
+    from support.server import ComfyServer
+
+    server = ComfyServer(Path(tempfile.mkdtemp(prefix="prior-swap-workflows-")))
+    server.start()
+    try:
+        info = server.get("/object_info")
+    finally:
+        server.stop()
+    stale = []
+    for name, workflow in build_all(info).items():
+        path = WORKFLOWS / f"{name}.json"
+        text = dumps(workflow)
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(path.name)
+        if "--check" not in argv:
+            path.write_text(text)
+    verb = "stale" if "--check" in argv else "written"
+    print(f"{verb}: {', '.join(stale) or 'none'}")
+    return 1 if stale and "--check" in argv else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
