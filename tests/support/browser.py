@@ -1,0 +1,143 @@
+"""Drive the real ComfyUI frontend, served by the test host, in headless Debian Chromium with playwright."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = os.environ.get("PRIOR_SWAP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PACK_MODULE = "comfyui-prior-swap"  # the pack's folder name in custom_nodes: its templates' route
+EXTENSION = "PriorSwapCFG.PriorType"
+# Frontend settings for a test user: no first-run template browser, no update or survey pop-ups.
+SETTINGS = {
+    "Comfy.TutorialCompleted": True,
+    "Comfy.InstalledVersion": "1.32.9",
+    "Comfy.Release.Version": "1.32.9",
+    "Comfy.Release.Status": "what's new seen",
+    "Comfy.Minimap.Visible": False,
+}
+# Browser-local state of the frontend: the "Nodes 2.0" banner counts as dismissed.
+INIT_SCRIPT = "try { localStorage.setItem('vueNodesBannerDismissed', 'true'); } catch (e) {}"
+
+
+def write_user_settings(base: Path, extra: dict | None = None) -> None:
+    """Settings of the frontend's default user, in the server's base directory (read when a page loads)."""
+    folder = base / "user" / "default"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "comfy.settings.json"
+    settings = json.loads(path.read_text()) if path.exists() else {}
+    settings.update(SETTINGS)
+    settings.update(extra or {})
+    path.write_text(json.dumps(settings, indent=2))
+
+
+class Frontend:
+    """One browser page with the ComfyUI frontend of ``server`` loaded."""
+
+    def __init__(self, page, server):
+        self.page, self.server = page, server
+        self.console: list[str] = []  # console errors and page errors, for assertions
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        page.add_init_script(INIT_SCRIPT)
+
+    def open(self, timeout_ms: int = 120_000) -> "Frontend":
+        self.page.goto(self.server.url)
+        self.page.wait_for_function(
+            f"() => window.app?.graph && window.app.canvas && window.comfyAPI?.api?.api && "
+            f"window.app.extensions?.some(e => e.name === {json.dumps(EXTENSION)})", timeout=timeout_ms)
+        return self
+
+    def eval(self, script: str, arg: Any = None) -> Any:
+        return self.page.evaluate(script, arg)
+
+    def templates(self) -> dict:
+        """The custom-node templates as the frontend's template browser fetches them."""
+        return self.eval("() => window.comfyAPI.api.api.getWorkflowTemplates()")
+
+    def load_template(self, name: str, module: str = PACK_MODULE) -> None:
+        """Fetch a pack template from the server and load it, as the template browser does."""
+        self.eval("""async ([module, name]) => {
+            const api = window.comfyAPI.api.api;
+            const res = await fetch(api.apiURL(`/workflow_templates/${module}/${name}.json`));
+            if (!res.ok) throw new Error(`template ${name}: HTTP ${res.status}`);
+            await window.app.loadGraphData(await res.json(), true, true, name, {openSource: 'template'});
+        }""", [module, name])
+        self.settle()
+
+    def load(self, workflow: dict) -> None:
+        self.eval("async (wf) => { await window.app.loadGraphData(wf, true, true, 'test'); }", workflow)
+        self.settle()
+
+    def settle(self) -> None:
+        """Let the canvas draw (DOM widgets are positioned on draw)."""
+        self.eval("() => new Promise(r => { window.app.canvas.setDirty(true, true); "
+                  "requestAnimationFrame(() => requestAnimationFrame(r)); })")
+
+    def graph_to_prompt(self) -> dict:
+        """``app.graphToPrompt()``: {'output': API prompt, 'workflow': the workflow as the frontend saves it}."""
+        return self.eval("async () => { const p = await window.app.graphToPrompt(); "
+                         "return JSON.parse(JSON.stringify({output: p.output, workflow: p.workflow})); }")
+
+    def node_id(self, comfy_class: str) -> int:
+        return self.eval("(c) => window.app.graph.nodes.find(n => n.comfyClass === c)?.id ?? null", comfy_class)
+
+    def set_widget(self, node_id: int, name: str, value: Any) -> None:
+        """Set a widget as the canvas does on user input: value, then the widget's callback, then redraw."""
+        self.eval("""([id, name, value]) => {
+            const node = window.app.graph.getNodeById(id);
+            const w = node.widgets.find(w => w.name === name);
+            if (!w) throw new Error(`no widget ${name}`);
+            const old = w.value;
+            w.value = value;
+            w.callback?.(w.value, window.app.canvas, node, [0, 0], undefined);
+            node.onWidgetChanged?.(name, w.value, old, w);
+            node.graph?.setDirtyCanvas(true, true);
+        }""", [node_id, name, value])
+        self.settle()
+
+    def overlaps(self) -> list:
+        """Pairs of nodes whose boxes (title bar included) overlap, as the canvas lays them out."""
+        return self.eval("""() => {
+            const boxes = window.app.graph.nodes.map(n => [n.id, n.type, n.boundingRect.slice()]);
+            const out = [];
+            for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+                const [a, b] = [boxes[i][2], boxes[j][2]];
+                if (a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3])
+                    out.push([boxes[i][0], boxes[i][1], boxes[j][0], boxes[j][1]]);
+            }
+            return out;
+        }""")
+
+    def focus(self, node_ids: list[int], scale: float = 1.0) -> None:
+        """Centre the canvas on ``node_ids`` at ``scale``."""
+        self.eval("""([ids, scale]) => {
+            const canvas = window.app.canvas, nodes = ids.map(id => window.app.graph.getNodeById(id));
+            const x0 = Math.min(...nodes.map(n => n.boundingRect[0])), y0 = Math.min(...nodes.map(n => n.boundingRect[1]));
+            const x1 = Math.max(...nodes.map(n => n.boundingRect[0] + n.boundingRect[2]));
+            const y1 = Math.max(...nodes.map(n => n.boundingRect[1] + n.boundingRect[3]));
+            const [w, h] = [canvas.canvas.width / devicePixelRatio, canvas.canvas.height / devicePixelRatio];
+            canvas.ds.scale = scale;
+            canvas.ds.offset = [w / (2 * scale) - (x0 + x1) / 2, h / (2 * scale) - (y0 + y1) / 2];
+            canvas.setDirty(true, true);
+        }""", [node_ids, scale])
+        self.settle()
+
+    def widget_values(self, node_id: int) -> dict:
+        return self.eval("(id) => Object.fromEntries(window.app.graph.getNodeById(id).widgets"
+                         ".filter(w => w.name).map(w => [w.name, w.value]))", node_id)
+
+    def reload_graph(self) -> dict:
+        """Save the workflow as the frontend does, reload the page and load the saved JSON: returns it."""
+        saved = self.graph_to_prompt()["workflow"]
+        self.page.reload()
+        self.open()
+        self.load(saved)
+        return saved
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -1,0 +1,190 @@
+"""The artist's loop in the real ComfyUI frontend (1.32, served by the test host) in headless Debian Chromium.
+
+- Every workflow of workflows/ is opened the way the template browser opens it (fetched from
+  /api/workflow_templates/<pack>/<name>.json, then ``app.loadGraphData``); the frontend's own
+  ``app.graphToPrompt()`` must give exactly what ``support.ui_to_api.convert`` gives, and exporting it
+  again must give the same nodes, widget values and links as the file.
+- Descriptions and tooltips show in the frontend; the Run button queues the workflow and it runs.
+
+Screenshots are kept in out/browser/ (ignored by git) as test artifacts.
+
+Needs /usr/bin/chromium (``apt-get install -y chromium``; .ci/run installs it). Without it these tests are
+skipped, unless PRIOR_SWAP_REQUIRE_BROWSER=1 (set by .ci/run), which makes a missing browser a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from support import browser
+from support.comfy_env import ROOT
+from support.ui_to_api import convert
+
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+ARTIFACTS = ROOT / "out" / "browser"
+PACK_NODES = ["PriorCheckpointLoader", "PriorFromModel", "PriorSwapCFG", "PriorSwapGuider", "PriorSwapDualCFGGuider"]
+SCHEDULE = ".prior-swap-schedule"
+BACKEND_WIDGETS = {  # what the backend expects in widgets_values, in order
+    "PriorSwapCFG": ["prior_weight", "start_percent", "end_percent"],
+    "PriorSwapGuider": ["cfg", "prior_weight", "start_percent", "end_percent"],
+    "PriorSwapDualCFGGuider": ["cfg_conds", "cfg_cond2_negative", "style", "prior_weight", "start_percent",
+                               "end_percent"],
+}
+
+
+def _require_chromium() -> None:
+    if Path(browser.CHROMIUM).exists():
+        return
+    message = f"{browser.CHROMIUM} not found: apt-get install -y chromium (.ci/run does)"
+    if os.environ.get("PRIOR_SWAP_REQUIRE_BROWSER"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def frontend(comfy):
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    browser.write_user_settings(comfy.base, {"LiteGraph.Node.TooltipDelay": 100})
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = browser.launch(p)
+        page = chromium.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)
+        try:
+            yield browser.Frontend(page, comfy).open()
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy) -> dict:
+    return comfy.get("/object_info")
+
+
+def schedule(fe: browser.Frontend, node_id: int) -> dict:
+    """What the extension shows on a node: its DOM widget's state, band geometry, status and visibility."""
+    return fe.eval("""(id) => {
+        const node = window.app.graph.getNodeById(id);
+        const w = node.widgets.find(w => w.name === 'prior_swap_schedule');
+        const el = w?.element;
+        if (!el) return null;
+        const band = el.querySelector('.ps-band'), r = el.getBoundingClientRect();
+        return {level: el.dataset.level, weight: +el.dataset.weight, start: +el.dataset.start, end: +el.dataset.end,
+                band: ['x', 'width', 'height'].map(a => +band.getAttribute(a)),
+                status: el.querySelector('.ps-status').textContent,
+                gamma: el.querySelector('.ps-gamma').textContent,
+                presets: [...el.querySelectorAll('select option')].map(o => o.value).filter(Boolean),
+                visible: r.width > 50 && r.height > 30 && getComputedStyle(el).display !== 'none'
+                         && el.isConnected,
+                disabled: Object.fromEntries(node.widgets.filter(w => w.name?.endsWith('_percent'))
+                                             .map(w => [w.name, !!w.disabled]))};
+    }""", node_id)
+
+
+def screenshot(fe: browser.Frontend, name: str) -> Path:
+    fe.page.mouse.move(2, 450)  # off the canvas: no hover tooltip in the picture
+    fe.page.locator(".node-tooltip").wait_for(state="hidden")
+    path = ARTIFACTS / f"{name}.png"
+    fe.page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+    return path
+
+
+def saved_node(saved: dict, node_id: int) -> dict:
+    return next(n for n in saved["nodes"] if n["id"] == node_id)
+
+
+def test_frontend_lists_the_pack_templates(frontend):
+    templates = frontend.templates()
+    assert sorted(templates[browser.PACK_MODULE]) == sorted(p.stem for p in WORKFLOWS)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_frontend_graph_to_prompt_equals_converter(frontend, object_info, path):
+    """The converter used to run the workflows is validated against the frontend's own graphToPrompt."""
+    workflow = json.loads(path.read_text())
+    frontend.console.clear()
+    frontend.load_template(path.stem)
+    result = frontend.graph_to_prompt()
+    assert result["output"] == convert(workflow, object_info)
+    # Saving it again in the frontend gives the same graph: the file is what the frontend saves.
+    exported = {n["id"]: n for n in result["workflow"]["nodes"]}
+    for node in workflow["nodes"]:
+        again = exported[node["id"]]
+        assert again["type"] == node["type"] and again.get("widgets_values") == node["widgets_values"], node["id"]
+        assert [(i["name"], i["link"]) for i in again.get("inputs", [])] == [(i["name"], i["link"]) for i in node["inputs"]]
+        assert [o.get("links") or [] for o in again.get("outputs", [])] == [o["links"] for o in node["outputs"]]
+    assert sorted(map(list, result["workflow"]["links"])) == sorted(workflow["links"])
+    assert frontend.overlaps() == [], "nodes overlap once the frontend lays them out"
+    errors = [c for c in frontend.console if c.startswith("pageerror") or "prior_swap" in c]
+    assert not errors, errors
+
+
+def test_descriptions_and_tooltips_reach_the_frontend(frontend, object_info):
+    """Every pack node's description and every input's tooltip are in the frontend's node definitions."""
+    defs = frontend.eval("""(names) => Object.fromEntries(names.map(n => {
+        const d = LiteGraph.registered_node_types[n]?.nodeData;
+        return [n, d && {description: d.description, input: d.input}];
+    }))""", PACK_NODES)
+    for name in PACK_NODES:
+        assert defs[name] and defs[name]["description"], name
+        for group in ("required", "optional"):
+            for input_name, spec in (defs[name]["input"].get(group) or {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+
+
+def test_hovering_a_widget_shows_its_tooltip(frontend, object_info):
+    frontend.load_template("prior_swap_sd15_ksampler")
+    node_id = frontend.node_id("PriorSwapCFG")
+    frontend.focus([node_id], 1.0)
+    x, y = frontend.eval("""(id) => {
+        const canvas = window.app.canvas, node = window.app.graph.getNodeById(id);
+        const w = node.widgets.find(w => w.name === 'prior_weight');
+        const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + 60, node.pos[1] + w.y + 10]);
+        const rect = canvas.canvas.getBoundingClientRect();
+        return [rect.left + cx, rect.top + cy];
+    }""", node_id)
+    frontend.page.mouse.move(x - 5, y)
+    frontend.page.mouse.move(x, y)
+    tooltip = frontend.page.locator(".node-tooltip")
+    tooltip.wait_for(state="visible", timeout=10_000)
+    expected = object_info["PriorSwapCFG"]["input"]["required"]["prior_weight"][1]["tooltip"]
+    assert tooltip.inner_text().strip() == expected
+
+
+def test_run_button_queues_the_workflow_and_it_runs(frontend, comfy):
+    """The artist's last step: press Run in the frontend; ComfyUI executes the graph and shows the image."""
+    frontend.load_template("prior_swap_sd15_ksampler")
+    ids = {kind: frontend.node_id(kind) for kind in ("CheckpointLoaderSimple", "PriorCheckpointLoader",
+                                                     "EmptyLatentImage", "KSampler", "SaveImage", "PriorSwapCFG")}
+    frontend.set_widget(ids["CheckpointLoaderSimple"], "ckpt_name", "sd15_finetune.safetensors")
+    frontend.set_widget(ids["PriorCheckpointLoader"], "ckpt_name", "sd15_base.safetensors")
+    frontend.set_widget(ids["EmptyLatentImage"], "width", 64)
+    frontend.set_widget(ids["EmptyLatentImage"], "height", 64)
+    frontend.set_widget(ids["KSampler"], "steps", 2)
+    frontend.set_widget(ids["KSampler"], "seed", 2024)
+    frontend.set_widget(ids["PriorSwapCFG"], "start_percent", 0.5)
+    before = set(comfy.get("/history"))
+    frontend.page.get_by_test_id("queue-button").click()
+    deadline = time.time() + 300
+    new = []
+    while time.time() < deadline and not new:
+        new = [k for k in comfy.get("/history") if k not in before]
+        time.sleep(0.5)
+    assert new, "pressing Run queued nothing"
+    entry = comfy.wait(new[0])
+    prompt = entry["prompt"][2]
+    assert prompt[str(ids["PriorSwapCFG"])]["inputs"]["start_percent"] == 0.5  # the edited widget was sent
+    images = comfy.output_files(entry)
+    assert len(images) == 1 and images[0].exists()
+    # The frontend received the result and shows it on the SaveImage node.
+    frontend.page.wait_for_function(
+        "(id) => window.app.nodeOutputs?.[String(id)]?.images?.length > 0", arg=ids["SaveImage"], timeout=60_000)
+    frontend.focus([ids["PriorSwapCFG"], ids["KSampler"], ids["SaveImage"]], 0.9)
+    screenshot(frontend, "run_result")
