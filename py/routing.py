@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from .fastpath import GraphCache
 from .guidance import blend_uncond, is_flow, to_prior_space
 from .prior import Prior, check_compatible, check_shared_weights
 
@@ -66,8 +67,10 @@ class SwapSchedule:
 class PriorRun:
     """State of one sampling run: the prior's processed conds, counters, one-time warnings."""
 
-    def __init__(self, guider: Any, prior: Any, negative: list, schedule: SwapSchedule):
+    def __init__(self, guider: Any, prior: Any, negative: list, schedule: SwapSchedule,
+                 graphs: GraphCache | None = None):
         self.guider = guider
+        self.graphs = graphs
         self.prior = prior  # the ModelPatcher ComfyUI loaded as additional model
         self.negative = negative
         self.schedule = schedule
@@ -122,6 +125,12 @@ class PriorRun:
         if sample_sigmas is not None:
             transformer_options["sample_sigmas"] = sample_sigmas
         comfy.sampler_helpers.prepare_model_patcher(self.prior, {"negative": self.prior_conds}, options)
+        if self.graphs is not None:
+            import comfy.patcher_extension
+
+            wrappers = transformer_options.setdefault("wrappers", {}).setdefault(
+                comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, {})
+            wrappers[KEY] = [self.graphs.wrapper(base)]
         self.prior_options = options
 
     def _check_range(self, sigma: torch.Tensor) -> None:
@@ -171,11 +180,12 @@ def _calc_cond_batch_wrapper(executor: Callable, model: Any, conds: list, x_in: 
     if weight >= 1.0:
         own_conds[index] = None  # the fine-tune does not evaluate its own uncond at all
     out = list(executor(model, own_conds, x_in, timestep, model_options, *args, **kwargs))
-    out[index] = blend_uncond(out[index], run.prior_uncond(x_in, timestep, model_options), weight)
+    prior_out = run.prior_uncond(x_in, timestep, model_options)
+    out[index] = blend_uncond(out[index], prior_out, weight)
     return out
 
 
-def _make_outer_sample_wrapper(negative: list, schedule: SwapSchedule) -> Callable:
+def _make_outer_sample_wrapper(negative: list, schedule: SwapSchedule, graphs: GraphCache) -> Callable:
     # A closure, not a bound method or partial: ModelPatcher.clone() deep-copies model_options and
     # would copy whatever a bound method or partial holds (tensors, the prior model).
     def outer_sample(executor: Callable, *args, **kwargs):
@@ -185,13 +195,16 @@ def _make_outer_sample_wrapper(negative: list, schedule: SwapSchedule) -> Callab
             return executor(*args, **kwargs)
         # Patches added downstream of PriorSwapCFG (a LoRA on the fine-tune) are only visible now.
         check_shared_weights(guider.model_patcher, priors[0], "PriorSwapCFG")
-        run = PriorRun(guider, priors[0], negative, schedule)
+        graphs.reset()
+        run = PriorRun(guider, priors[0], negative, schedule, graphs)
         guider.model_options[KEY] = run  # guider.model_options is this run's clone
         try:
             return executor(*args, **kwargs)
         finally:
             guider.model_options.pop(KEY, None)
-            log.info("PriorSwapCFG: prior evaluated at %d of %d model calls", run.prior_calls, run.steps)
+            log.info("PriorSwapCFG: prior evaluated at %d of %d model calls (CUDA graph replays %d, eager %d)",
+                     run.prior_calls, run.steps, graphs.replays, graphs.eager)
+            graphs.clear()  # the graphs hold GPU memory; a run's shapes rarely repeat in the next
 
     return outer_sample
 
@@ -204,9 +217,11 @@ def apply_prior_swap(model: Any, prior: Prior, schedule: SwapSchedule, node: str
     schedule.check(node)
     patched = model.clone()
     patched.set_additional_models(KEY, [prior.model])
+    graphs = GraphCache()
     wrappers = comfy.patcher_extension.WrappersMP
-    for kind, fn in ((wrappers.OUTER_SAMPLE, _make_outer_sample_wrapper(prior.negative, schedule)),
-                     (wrappers.CALC_COND_BATCH, _calc_cond_batch_wrapper)):
+    for kind, fn in ((wrappers.OUTER_SAMPLE, _make_outer_sample_wrapper(prior.negative, schedule, graphs)),
+                     (wrappers.CALC_COND_BATCH, _calc_cond_batch_wrapper),
+                     (wrappers.DIFFUSION_MODEL, graphs.wrapper(patched.model))):
         patched.remove_wrappers_with_key(kind, KEY)  # a second PriorSwapCFG replaces the first
         patched.add_wrapper_with_key(kind, KEY, fn)
     return patched
