@@ -109,18 +109,11 @@ class GraphCache:
         static_kwargs = dict(zip(kwargs, skw))
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        # The warm-up also lets cuDNN pick its fastest convolution algorithms for these exact shapes
-        # (scoped: ComfyUI's own default, without --fast autotune, is left as it was for other work).
-        autotune = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = _flag("PRIOR_SWAP_CUDNN_AUTOTUNE")
-        try:
-            if warm_up:
-                with torch.cuda.stream(stream):  # warm-up off the capture, as torch.cuda.graphs requires
-                    executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
-                torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
-        finally:
-            torch.backends.cudnn.benchmark = autotune
+        if warm_up:
+            with torch.cuda.stream(stream):  # warm-up off the capture, as torch.cuda.graphs requires
+                executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
+            torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
         return graph, static_in, static_out

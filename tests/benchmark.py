@@ -118,7 +118,6 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     variants = [  # (label, model, environment) — all measured in this one process, stock first and last
         ("stock", ft, {}),
         ("swap", swapped, {}),
-        ("swap_no_autotune", swapped, {"PRIOR_SWAP_CUDNN_AUTOTUNE": "0"}),
         ("swap_eager", swapped, {"PRIOR_SWAP_CUDA_GRAPHS": "0"}),
         ("stock_again", ft, {}),
     ] if device_kind == "cuda" else [("stock", ft, {}), ("swap", swapped, {})]
@@ -143,7 +142,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         return elapsed, out
 
-    for label, m, env in variants:  # warm-up: loads, first captures, cuDNN autotune
+    for label, m, env in variants:  # warm-up: loads the models, first CUDA-graph captures
         run_variant(label, m, env)
         if label == "stock" and device_kind == "cuda":
             # the fine-tune alone is resident here: stock CFG's own peak, the base of the memory budget

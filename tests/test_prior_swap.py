@@ -180,3 +180,25 @@ def test_same_loaded_checkpoint_with_other_patches_is_refused_before_sampling(co
     with pytest.raises(ExecutionError) as err:
         run_latent(comfy, _lora_graph("shared"))
     assert "same loaded checkpoint" in str(err.value) and "PriorSwapCFG" in str(err.value)
+
+
+def test_sigma_beyond_prior_range_warns_once_and_stays_finite(comfy):
+    """A zero-terminal-SNR fine-tune samples sigmas far above the prior's range: nearest timestep, one warning."""
+    g = prompts.graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
+    zsnr = g.node("ModelSamplingDiscrete", model=ckpt.out(0), sampling="eps", zsnr=True)
+    prior = g.node("PriorCheckpointLoader", ckpt_name="sd15_base.safetensors", negative_prompt="")
+    model = g.node("PriorSwapCFG", model=zsnr.out(0), prior=prior.out(0), prior_weight=1.0,
+                   start_percent=0.0, end_percent=1.0)
+    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=POSITIVE)
+    neg = g.node("CLIPTextEncode", clip=ckpt.out(1), text=NEGATIVE)
+    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    samples = g.node("KSampler", model=model.out(0), seed=1, steps=3, cfg=5.0, sampler_name="euler",
+                     scheduler="simple", positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
+                     denoise=1.0)
+    g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/zsnr")
+    warning = "lies outside the prior's range"
+    before = comfy.log_text().count(warning)
+    latent_out = run_latent(comfy, g.finalize())
+    assert comfy.log_text().count(warning) == before + 1
+    assert torch.isfinite(latent_out).all()

@@ -125,7 +125,10 @@ class ComfyServer:
         """Wait for a prompt in /history; returns its entry or raises ExecutionError if it failed."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            hist = self.get(f"/history/{prompt_id}")
+            try:
+                hist = self.get(f"/history/{prompt_id}", timeout=60)
+            except requests.Timeout:  # a busy CPU can stall the server's event loop; ask again
+                continue
             if prompt_id in hist:
                 entry = hist[prompt_id]
                 status = entry.get("status", {})
