@@ -4,6 +4,9 @@
   /api/workflow_templates/<pack>/<name>.json, then ``app.loadGraphData``); the frontend's own
   ``app.graphToPrompt()`` must give exactly what ``support.ui_to_api.convert`` gives, and exporting it
   again must give the same nodes, widget values and links as the file.
+- The pack's extension (js/prior_swap.js) draws the schedule on the prior-swap nodes, follows widget
+  changes, applies the paper's presets, greys out inputs that do not apply, and all of it survives saving
+  and reloading the workflow without changing the node's widget values for the backend.
 - Descriptions and tooltips show in the frontend; the Run button queues the workflow and it runs.
 
 Screenshots are kept in out/browser/ (ignored by git) as test artifacts.
@@ -105,6 +108,15 @@ def test_frontend_lists_the_pack_templates(frontend):
     assert sorted(templates[browser.PACK_MODULE]) == sorted(p.stem for p in WORKFLOWS)
 
 
+def test_prior_links_have_their_own_colour(frontend):
+    """The colour survives the palette, which re-assigns every type's colour when it loads."""
+    frontend.load_template("prior_swap_sd15_ksampler")
+    colours = frontend.eval("() => [LGraphCanvas.link_type_colors.PRIOR, "
+                            "window.app.canvas.default_connection_color_byType.PRIOR, "
+                            "LGraphCanvas.link_type_colors.MODEL]")
+    assert colours[0] == colours[1] == "#9d4dff" and colours[2] != colours[0]
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_frontend_graph_to_prompt_equals_converter(frontend, object_info, path):
     """The converter used to run the workflows is validated against the frontend's own graphToPrompt."""
@@ -158,6 +170,87 @@ def test_hovering_a_widget_shows_its_tooltip(frontend, object_info):
     assert tooltip.inner_text().strip() == expected
 
 
+def test_schedule_widget_follows_edits_presets_and_survives_reload(frontend):
+    """Load a workflow, change widgets, use a preset: the drawing follows, and save + reload keeps it all."""
+    frontend.load_template("prior_swap_sd15_ksampler")
+    node_id, sampler_id = frontend.node_id("PriorSwapCFG"), frontend.node_id("KSampler")
+    shown = schedule(frontend, node_id)
+    assert shown["visible"] and shown["level"] == "ok" and shown["band"] == [0, 200, 22]
+    assert shown["gamma"] == "γ 7.5 (KSampler cfg)"  # γ read from the KSampler that the patched MODEL feeds
+    assert shown["presets"] == ["eq7", "zero123", "off"]
+
+    frontend.set_widget(node_id, "start_percent", 0.25)
+    frontend.set_widget(node_id, "prior_weight", 0.5)
+    shown = schedule(frontend, node_id)
+    assert (shown["weight"], shown["start"], shown["end"]) == (0.5, 0.25, 1.0)
+    assert shown["band"] == [50, 150, 11]  # from 25 % to 100 % of the 200-unit bar, half its height
+    assert shown["status"] == "prior gives 50% of the uncond from 25% to 100%"
+    frontend.focus([node_id, sampler_id], 1.1)
+    screenshot(frontend, "schedule_edited")
+
+    saved = frontend.reload_graph()  # export as the frontend saves, reload the page, open the saved JSON
+    # The backend's widgets_values are untouched: exactly its three values, in its order.
+    assert saved_node(saved, node_id)["widgets_values"] == [0.5, 0.25, 1.0]
+    prompt = frontend.graph_to_prompt()["output"][str(node_id)]["inputs"]
+    assert set(prompt) == {"model", "prior", *BACKEND_WIDGETS["PriorSwapCFG"]}
+    shown = schedule(frontend, node_id)
+    assert shown["visible"] and (shown["weight"], shown["start"], shown["band"]) == (0.5, 0.25, [50, 150, 11])
+
+    # A preset is a real click in the DOM widget's menu: full swap, and γ 5 on the KSampler it feeds.
+    frontend.focus([node_id, sampler_id], 1.1)
+    frontend.page.locator(f"{SCHEDULE} select").select_option("zero123")
+    frontend.settle()
+    values = frontend.widget_values(node_id)
+    assert (values["prior_weight"], values["start_percent"], values["end_percent"]) == (1, 0, 1)
+    assert frontend.widget_values(sampler_id)["cfg"] == 5
+    shown = schedule(frontend, node_id)
+    assert shown["band"] == [0, 200, 22] and shown["gamma"] == "γ 5 (KSampler cfg)"
+    assert frontend.eval(f"() => document.querySelector('{SCHEDULE} select').value") == ""  # menu resets
+
+    # Inputs that do not apply: with the prior off, start/end are greyed out; a reversed range is flagged.
+    frontend.set_widget(node_id, "prior_weight", 0.0)
+    shown = schedule(frontend, node_id)
+    assert shown["level"] == "off" and shown["disabled"] == {"start_percent": True, "end_percent": True}
+    saved = frontend.reload_graph()
+    assert saved_node(saved, node_id)["widgets_values"] == [0.0, 0.0, 1.0]
+    shown = schedule(frontend, node_id)
+    assert shown["level"] == "off" and shown["disabled"] == {"start_percent": True, "end_percent": True}
+    frontend.focus([node_id], 1.3)
+    screenshot(frontend, "schedule_prior_off")
+    frontend.set_widget(node_id, "prior_weight", 1.0)
+    frontend.set_widget(node_id, "start_percent", 0.8)
+    frontend.set_widget(node_id, "end_percent", 0.2)
+    shown = schedule(frontend, node_id)
+    assert shown["level"] == "error" and "swap them" in shown["status"]
+    assert shown["disabled"] == {"start_percent": False, "end_percent": False}
+    frontend.focus([node_id], 1.3)
+    screenshot(frontend, "schedule_reversed_range")
+
+
+def test_guider_presets_and_missing_negative(frontend):
+    frontend.load_template("prior_swap_ip2p_sd15")
+    dual = frontend.node_id("PriorSwapDualCFGGuider")
+    frontend.set_widget(dual, "cfg_conds", 3.0)
+    frontend.set_widget(dual, "cfg_cond2_negative", 4.0)
+    assert schedule(frontend, dual)["gamma"] == "γ_T 3 · γ_I 4"
+    frontend.focus([dual], 1.1)
+    frontend.page.locator(f"{SCHEDULE} select").select_option("ip2p")
+    values = frontend.widget_values(dual)
+    assert (values["cfg_conds"], values["cfg_cond2_negative"], values["style"]) == (7.5, 1.5, "regular")
+    assert schedule(frontend, dual)["gamma"] == "γ_T 7.5 · γ_I 1.5"
+    screenshot(frontend, "dual_guider_ip2p_preset")
+
+    frontend.load_template("prior_swap_custom_sampler_guider")
+    guider = frontend.node_id("PriorSwapGuider")
+    frontend.eval("(id) => { const n = window.app.graph.getNodeById(id); "
+                  "n.disconnectInput(n.inputs.findIndex(i => i.name === 'negative')); }", guider)
+    frontend.settle()
+    assert schedule(frontend, guider)["level"] == "ok"  # a full swap does not need the model's own negative
+    frontend.set_widget(guider, "prior_weight", 0.5)
+    shown = schedule(frontend, guider)
+    assert shown["level"] == "error" and "connect 'negative'" in shown["status"]
+
+
 def test_run_button_queues_the_workflow_and_it_runs(frontend, comfy):
     """The artist's last step: press Run in the frontend; ComfyUI executes the graph and shows the image."""
     frontend.load_template("prior_swap_sd15_ksampler")
@@ -188,3 +281,19 @@ def test_run_button_queues_the_workflow_and_it_runs(frontend, comfy):
         "(id) => window.app.nodeOutputs?.[String(id)]?.images?.length > 0", arg=ids["SaveImage"], timeout=60_000)
     frontend.focus([ids["PriorSwapCFG"], ids["KSampler"], ids["SaveImage"]], 0.9)
     screenshot(frontend, "run_result")
+
+
+def test_vue_node_renderer_shows_the_schedule(frontend):
+    """'Nodes 2.0' (the Vue renderer) draws no canvas widgets; the DOM widget still shows."""
+    frontend.eval("() => window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true)")
+    try:
+        frontend.load_template("prior_swap_sd15_ksampler")
+        node_id = frontend.node_id("PriorSwapCFG")
+        frontend.page.wait_for_function(
+            f"() => [...document.querySelectorAll('{SCHEDULE}')].some(e => e.getBoundingClientRect().width > 50)")
+        frontend.set_widget(node_id, "end_percent", 0.6)
+        assert schedule(frontend, node_id)["band"] == [0, 120, 22]
+        frontend.focus([node_id], 1.0)
+        screenshot(frontend, "vue_nodes_schedule")
+    finally:
+        frontend.eval("() => window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false)")

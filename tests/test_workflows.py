@@ -7,6 +7,7 @@ ComfyUI; the outputs are checked per workflow.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 import re
@@ -169,6 +170,11 @@ def test_comfyui_lists_them_as_custom_node_templates(comfy):
     for name in NAMES:
         r = requests.get(f"{comfy.url}/api/workflow_templates/{PACK_NAME}/{name}.json", timeout=10)
         assert r.ok and r.json() == load(name)
+        # The template browser shows <name>.jpg as the card's picture (tests/support/make_thumbnails.py).
+        r = requests.get(f"{comfy.url}/api/workflow_templates/{PACK_NAME}/{name}.jpg", timeout=10)
+        assert r.ok and r.headers["Content-Type"] == "image/jpeg", name
+        with Image.open(io.BytesIO(r.content)) as im:
+            assert im.format == "JPEG" and im.size == (640, 480)
 
 
 # -- the converter ----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ SDXL_FINETUNE = "sdxl_finetune.safetensors"  # a placeholder: users pick their S
 POSITIVE = "a lighthouse on a cliff at sunset, oil painting"
 EQ7 = "`eps = eps_prior(x, ∅) + γ · (eps_ft(x, c) − eps_prior(x, ∅))`"
 PAPER = "*Unconditional Priors Matter!* (arXiv 2503.20240)"
-PRIOR_GROUP_COLOR = "#8A6FC9"  # the pack's PRIOR link colour family (js/prior_swap.js)
+PRIOR_GROUP_COLOR = "#7a4dbf"  # the pack's PRIOR link colour family (js/prior_swap.js)
 
 GAMMA_SWEEP = (3.0, 5.0, 7.5)
 
