@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import insight
 from .fastpath import GraphCache
 from .guidance import blend_uncond, is_flow, to_prior_space
 from .prior import Prior, check_compatible, check_shared_weights
@@ -83,6 +84,7 @@ class PriorRun:
         self.prior_options: dict | None = None
         self.prior_calls = 0
         self.steps = 0
+        self.insight = None  # an insight.Recorder when PriorSwapInsight marked the model (opt-in)
         self._warned_range = False
 
     # -- which slot is the uncond ---------------------------------------------------------------
@@ -173,6 +175,8 @@ def _calc_cond_batch_wrapper(executor: Callable, model: Any, conds: list, x_in: 
         return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
     run.steps += 1
     index = run.uncond_index(conds)
+    if index is not None and run.insight is not None:  # PriorSwapInsight: measure (py/insight.py)
+        return insight.measure(run, executor, model, conds, index, x_in, timestep, model_options, *args, **kwargs)
     weight = run.schedule.prior_weight
     if index is None or weight <= 0.0 or not run.active(timestep):
         return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
@@ -197,11 +201,14 @@ def _make_outer_sample_wrapper(negative: list, schedule: SwapSchedule, graphs: G
         check_shared_weights(guider.model_patcher, priors[0], "PriorSwapCFG")
         graphs.reset()
         run = PriorRun(guider, priors[0], negative, schedule, graphs)
+        run.insight = insight.start(guider, args, kwargs)
         guider.model_options[KEY] = run  # guider.model_options is this run's clone
         try:
             return executor(*args, **kwargs)
         finally:
             guider.model_options.pop(KEY, None)
+            if run.insight is not None:
+                run.insight.finish()
             log.info("PriorSwapCFG: prior evaluated at %d of %d model calls (CUDA graph replays %d, eager %d)",
                      run.prior_calls, run.steps, graphs.replays, graphs.eager)
             graphs.clear()  # the graphs hold GPU memory; a run's shapes rarely repeat in the next

@@ -8,6 +8,8 @@ EXPECTED = {
     "PriorSwapGuider": ["model", "prior", "positive", "cfg", "prior_weight", "start_percent", "end_percent", "negative"],
     "PriorSwapDualCFGGuider": ["model", "prior", "cond1", "cond2", "negative", "cfg_conds", "cfg_cond2_negative",
                                "style", "prior_weight", "start_percent", "end_percent"],
+    "PriorSwapInsight": ["model"],
+    "PriorSwapInsightPlot": ["model", "samples", "x_axis", "width", "height"],
 }
 
 
@@ -41,6 +43,8 @@ def test_frontend_extension_served(comfy):
 
     scripts = comfy.get("/extensions")
     ours = [s for s in scripts if "comfyui-prior-swap" in s]
-    assert ours == ["/extensions/comfyui-prior-swap/prior_swap.js"], scripts
-    body = requests.get(comfy.url + ours[0], timeout=10)
-    assert body.ok and "registerExtension" in body.text
+    assert sorted(ours) == ["/extensions/comfyui-prior-swap/insight.js",
+                            "/extensions/comfyui-prior-swap/prior_swap.js"], scripts
+    for script in ours:
+        body = requests.get(comfy.url + script, timeout=10)
+        assert body.ok and "registerExtension" in body.text

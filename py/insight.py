@@ -1,0 +1,134 @@
+"""Opt-in measurement of what the prior changes, step by step (issue #11).
+
+``PriorSwapInsight`` marks a prior-swapped MODEL with :data:`KEY` in its ``model_options`` (a small dict of
+plain values: ``ModelPatcher.clone()`` deep-copies model_options). When a sampling run sees the mark, the
+CALC_COND_BATCH wrapper of ``routing.py`` hands each batch that holds the uncond slot to :func:`measure`:
+the fine-tune evaluates its own uncond batched with its cond (as stock CFG does), the prior is evaluated as
+usual, and for every step this records, in denoised (x0) space,
+
+* ``sigma``
+* ``rel_diff``  = ‖u_ft − u_prior‖ / ‖u_ft‖       (how far the fine-tune's own uncond has drifted)
+* ``guid_ft``   = ‖c − u_ft‖                        (stock CFG's guidance direction, magnitude)
+* ``guid_prior``= ‖c − u_prior‖                     (the swap's guidance direction, magnitude)
+
+(norms over the whole batch tensor). Each step goes to the frontend over ComfyUI's websocket as
+``prior_swap.insight`` (only to the client that queued the prompt; API clients without one see nothing),
+and the finished run is kept for ``PriorSwapInsightPlot``. Without the mark nothing here runs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+from typing import Any, Callable
+
+import torch
+
+from .guidance import blend_uncond
+
+KEY = "prior_swap_insight"
+EVENT = "prior_swap.insight"
+log = logging.getLogger("prior_swap_cfg")
+
+_LOCK = threading.Lock()
+_LAST: dict[str, dict] = {}  # mark token → the last finished (or running) run's record
+
+
+def mark(model: Any, node_id: str | None) -> Any:
+    """A clone of ``model`` whose sampling runs are measured. ``model`` is not changed."""
+    marked = model.clone()
+    marked.model_options[KEY] = {"token": uuid.uuid4().hex, "node": None if node_id is None else str(node_id)}
+    return marked
+
+
+def last_run(model: Any) -> dict | None:
+    """The last measured run of a marked ``model`` (or of a model sampled downstream of it)."""
+    tag = model.model_options.get(KEY) if model is not None else None
+    if not tag:
+        return None
+    with _LOCK:
+        return _LAST.get(tag["token"])
+
+
+class Recorder:
+    """One measured sampling run: per-step values, sent live and kept afterwards."""
+
+    def __init__(self, tag: dict, guider: Any, sigmas: Any = None):
+        from comfy_execution.utils import get_executing_context
+
+        self.tag = tag
+        self.guider = guider
+        context = get_executing_context()
+        self.prompt_id = context.prompt_id if context else None
+        self.sampler_node = context.node_id if context else None
+        self.steps: list[dict] = []
+        self.total_steps = None if sigmas is None else max(int(sigmas.shape[-1]) - 1, 0)
+        self.record = {"prompt_id": self.prompt_id, "node": self.tag["node"], "sampler_node": self.sampler_node,
+                       "total_steps": self.total_steps, "steps": self.steps, "done": False}
+        with _LOCK:
+            _LAST[tag["token"]] = self.record
+
+    def cond_index(self, conds: list, uncond: int) -> int:
+        """The slot of the guider's positive (most conditioned) conds: CFGGuider [pos, neg], Dual [neg, mid, pos]."""
+        positive = getattr(self.guider, "conds", {}).get("positive")
+        for i, c in enumerate(conds):
+            if positive is not None and c is positive:
+                return i
+        others = [i for i, c in enumerate(conds) if i != uncond and c is not None]
+        return others[-1]
+
+    def add(self, sigma: torch.Tensor, cond: torch.Tensor, own: torch.Tensor, prior: torch.Tensor) -> dict:
+        cond, own, prior = cond.float(), own.float(), prior.float()
+        own_norm = float(own.norm())
+        values = {
+            "step": len(self.steps),
+            "sigma": float(sigma.reshape(-1)[0]),
+            "rel_diff": float((own - prior).norm()) / own_norm if own_norm > 0 else math.nan,
+            "guid_ft": float((cond - own).norm()),
+            "guid_prior": float((cond - prior).norm()),
+        }
+        self.steps.append(values)
+        self._send({**values, "total_steps": self.total_steps})
+        return values
+
+    def finish(self) -> None:
+        self.record["done"] = True
+        self._send({"done": True, "total_steps": self.total_steps})
+
+    def _send(self, data: dict) -> None:
+        try:
+            from server import PromptServer
+        except ImportError:  # pragma: no cover - outside the ComfyUI server
+            return
+        server = getattr(PromptServer, "instance", None)
+        sid = getattr(server, "client_id", None)
+        if server is None or sid is None:
+            return  # no frontend queued this prompt: nobody to tell
+        server.send_sync(EVENT, {"prompt_id": self.prompt_id, "node": self.tag["node"],
+                                 "sampler_node": self.sampler_node, **data}, sid)
+
+
+def start(guider: Any, args: tuple, kwargs: dict) -> Recorder | None:
+    """A recorder for this run when the sampled model is marked, else None (the default: nothing runs).
+
+    ``args``/``kwargs``: those of ``CFGGuider.outer_sample(noise, latent_image, sampler, sigmas, …)``.
+    """
+    tag = guider.model_options.get(KEY)
+    if not tag:
+        return None
+    sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
+    return Recorder(tag, guider, sigmas)
+
+
+def measure(run: Any, executor: Callable, model: Any, conds: list, index: int, x_in: torch.Tensor,
+            timestep: torch.Tensor, model_options: dict, *args, **kwargs) -> list:
+    """The measuring variant of the routing wrapper: own uncond batched with the cond, prior as usual."""
+    out = list(executor(model, conds, x_in, timestep, model_options, *args, **kwargs))
+    prior_out = run.prior_uncond(x_in, timestep, model_options)
+    recorder: Recorder = run.insight
+    recorder.add(timestep, out[recorder.cond_index(conds, index)], out[index], prior_out)
+    weight = run.schedule.prior_weight
+    if weight > 0.0 and run.active(timestep):
+        out[index] = blend_uncond(out[index], prior_out, weight)
+    return out
