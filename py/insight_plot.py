@@ -65,11 +65,11 @@ def plot_run(record: dict, width: int = 640, height: int = 480, x_axis: str = "s
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
     if x_axis == "sigma":
-        # Sampling goes from high to low sigma: plot -sigma so that it reads left to right, label sigma.
-        xs = [-s["sigma"] for s in steps]
+        # Sampling goes from high to low sigma: plot −log σ so that it reads left to right (σ spans decades).
+        xs = [-math.log(max(s["sigma"], 1e-12)) for s in steps]
         picks = sorted({0, len(steps) // 2, len(steps) - 1})
         ticks = [(xs[i], _fmt(steps[i]["sigma"])) for i in picks]
-        x_label = "sigma (noise level, sampling runs left to right)"
+        x_label = "sigma (noise level, log scale; sampling runs left to right)"
     else:
         xs = [float(s["step"]) for s in steps]
         stride = max(1, math.ceil(len(steps) / 8))
