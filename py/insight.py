@@ -33,6 +33,7 @@ log = logging.getLogger("prior_swap_cfg")
 
 _LOCK = threading.Lock()
 _LAST: dict[str, dict] = {}  # mark token → the last finished (or running) run's record
+_KEEP = 64  # records kept: a server up for days must not grow with every Insight node run
 
 
 def mark(model: Any, node_id: str | None) -> Any:
@@ -67,7 +68,10 @@ class Recorder:
         self.record = {"prompt_id": self.prompt_id, "node": self.tag["node"], "sampler_node": self.sampler_node,
                        "total_steps": self.total_steps, "steps": self.steps, "done": False}
         with _LOCK:
-            _LAST[tag["token"]] = self.record
+            _LAST.pop(tag["token"], None)
+            _LAST[tag["token"]] = self.record  # newest last (dicts keep insertion order)
+            while len(_LAST) > _KEEP:
+                _LAST.pop(next(iter(_LAST)))
 
     def cond_index(self, conds: list, uncond: int) -> int:
         """The slot of the guider's positive (most conditioned) conds: CFGGuider [pos, neg], Dual [neg, mid, pos]."""
