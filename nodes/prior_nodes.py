@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import folder_paths
 
-from ..py.prior import PRIOR_TYPE, load_prior_checkpoint, make_prior
+from ..py.prior import PRIOR_TYPE, load_prior_checkpoint_by_name, make_prior
 
 CATEGORY = "sampling/prior_swap"
 
@@ -35,8 +35,7 @@ class PriorCheckpointLoader:
     CATEGORY = CATEGORY
 
     def load(self, ckpt_name: str, negative_prompt: str):
-        path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
-        return load_prior_checkpoint(path, negative_prompt, name=ckpt_name)
+        return load_prior_checkpoint_by_name(ckpt_name, negative_prompt)
 
 
 class PriorFromModel:

@@ -5,6 +5,7 @@ whoever patches it clones first) and the CONDITIONING encoded by the prior's own
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ def make_prior(model: Any, negative: list, name: str = "prior") -> Prior:
             "(empty text is fine) that uses the prior's own CLIP.")
     # Channel checks wait for PriorSwapCFG: a dual-condition model may serve as its own prior.
     check_conditioning_width(model, negative, "PriorFromModel")
+    _describe_once(model, "the prior from Prior From Model")
     return Prior(model=model, negative=negative, name=name)
 
 
@@ -40,14 +42,33 @@ def encode_text(clip: Any, text: str) -> list:
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
+def load_prior_checkpoint_by_name(ckpt_name: str, negative_prompt: str) -> tuple[Prior, Any, Any]:
+    """PriorCheckpointLoader: resolve ``ckpt_name`` in the checkpoints folder and load it as a prior."""
+    import folder_paths
+
+    try:
+        # ComfyUI normalises the name under the folder, so '../' cannot leave it.
+        path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
+    except FileNotFoundError as e:
+        raise _load_error(ckpt_name, e) from e
+    return load_prior_checkpoint(path, negative_prompt, name=ckpt_name)
+
+
 def load_prior_checkpoint(ckpt_path: str, negative_prompt: str, name: str) -> tuple[Prior, Any, Any]:
     """Load a checkpoint as a prior; returns (prior, model, clip)."""
     import comfy.sd
     import folder_paths
 
-    model, clip, _vae, _clipvision = comfy.sd.load_checkpoint_guess_config(
-        ckpt_path, output_vae=False, output_clip=True,
-        embedding_directory=folder_paths.get_folder_paths("embeddings"))
+    try:
+        model, clip, _vae, _clipvision = comfy.sd.load_checkpoint_guess_config(
+            ckpt_path, output_vae=False, output_clip=True,
+            embedding_directory=folder_paths.get_folder_paths("embeddings"))
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # a broken file: say which and what to do, keep the original as the cause
+        if type(e).__name__ in ("OutOfMemoryError", "InterruptProcessingException"):
+            raise
+        raise _load_error(name, e) from e
     if model is None:
         raise PriorSwapError(f"PriorCheckpointLoader: '{name}' holds no diffusion model.")
     if clip is None:
@@ -55,7 +76,75 @@ def load_prior_checkpoint(ckpt_path: str, negative_prompt: str, name: str) -> tu
             f"PriorCheckpointLoader: '{name}' has no text encoder, so its negative prompt cannot be "
             "encoded. Load it with your own loaders and use PriorFromModel instead.")
     check_prior_model(model, "PriorCheckpointLoader")
+    _describe_once(model, f"the prior '{name}' (Load Prior Checkpoint)")
     return Prior(model=model, negative=encode_text(clip, negative_prompt), name=name), model, clip
+
+
+def _load_error(name: str, error: BaseException) -> PriorSwapError:
+    """What is wrong with a checkpoint file that ComfyUI could not load, and what to do about it."""
+    node = "PriorCheckpointLoader"
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if isinstance(error, FileNotFoundError):
+        return PriorSwapError(
+            f"{node}: '{name}' is not in the checkpoints folder (deleted, moved, or a link to a missing file). "
+            "Refresh the node list (press R) and pick an existing checkpoint.")
+    if "Could not detect model type" in text:
+        return PriorSwapError(
+            f"{node}: '{name}' is not a diffusion model checkpoint that ComfyUI recognises (a LoRA, VAE or "
+            "text-encoder file?). Pick the prior model's full checkpoint, e.g. the base model of your fine-tune.")
+    if "Weights only load failed" in text or type(error).__name__ == "UnpicklingError":
+        return PriorSwapError(
+            f"{node}: '{name}' is a legacy pickle (.ckpt/.pt) that holds more than weights; loading it would "
+            "run code stored in the file, so it was refused. Use a .safetensors release of this model.")
+    if name.lower().endswith((".safetensors", ".sft")):
+        return PriorSwapError(
+            f"{node}: '{name}' is not a readable .safetensors file ({first}): it is damaged or was not "
+            "downloaded completely. Download it again.")
+    return PriorSwapError(
+        f"{node}: '{name}' could not be read as a checkpoint ({type(error).__name__}: {first}): it is damaged, "
+        "incomplete or not a model file. Download it again, or use a .safetensors release.")
+
+
+# Who made each prior's model, for messages raised while sampling (weak: never keeps a model alive).
+_DESCRIPTIONS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def _describe_once(model: Any, text: str) -> None:
+    try:
+        _DESCRIPTIONS.setdefault(model, text)
+    except TypeError:  # not weak-referenceable: messages fall back to the model class
+        pass
+
+
+def describe_prior(model: Any) -> str:
+    """'the prior 'x.safetensors' (Load Prior Checkpoint)', or the model class when unknown."""
+    # ModelPatcher.clone() clones the additional models too (any node after PriorSwapCFG does that), so
+    # the sampled prior may be a clone of the one the node saw: follow the clone's parents.
+    node, seen = model, 0
+    while node is not None and seen < 64:
+        try:
+            known = _DESCRIPTIONS.get(node)
+        except TypeError:
+            known = None
+        if known:
+            return known
+        node, seen = getattr(node, "parent", None), seen + 1
+    return f"the prior ({type(getattr(model, 'model', model)).__name__})"
+
+
+def check_prior_output(out: Any, model: Any, sigma: Any) -> None:
+    """Raise a clear error when the prior's prediction holds NaN or inf (one reduction per step)."""
+    import torch
+
+    if bool(torch.isfinite(out.sum())):
+        return
+    s = float(sigma.reshape(-1)[0])
+    raise PriorSwapError(
+        f"Prior swap: {describe_prior(model)} returned NaN/inf (at sigma {s:.4g}), which would turn the image "
+        "black or into noise. Its weights or a patch on it (LoRA, merge, low-precision dtype) are broken: "
+        "load the prior without the patch, download the checkpoint again, or run the prior in fp32 "
+        "(ModelComputeDtype, --force-fp32).")
 
 
 def latent_space(model: Any) -> tuple[str, int]:

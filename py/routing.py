@@ -28,7 +28,7 @@ import torch
 from . import insight
 from .fastpath import GraphCache
 from .guidance import blend_uncond, is_flow, to_prior_space
-from .prior import Prior, check_compatible, check_shared_weights
+from .prior import Prior, check_compatible, check_prior_output, check_shared_weights
 
 KEY = "prior_swap_cfg"
 log = logging.getLogger("prior_swap_cfg")
@@ -164,6 +164,7 @@ class PriorRun:
         finally:
             base.current_patcher = previous
         self.prior_calls += 1
+        check_prior_output(out, self.prior, sigma)  # NaN/inf: a clear error naming the prior
         return out
 
 
