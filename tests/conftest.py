@@ -30,7 +30,9 @@ def checkpoint_cache() -> Path:
 def comfy(tmp_path_factory, checkpoint_cache) -> ComfyServer:
     """The real ComfyUI, serving the pack, with the stand-ins in its checkpoints folder."""
     base = tmp_path_factory.mktemp("comfy-base")
-    server = ComfyServer(base)
+    # DEBUG: ComfyUI then logs "Unloading <model>" for each model /free unloads, the observable of its
+    # loaded-models list that test_lifecycle.py reads.
+    server = ComfyServer(base, extra_args=["--verbose", "DEBUG"])
     for f in checkpoint_cache.glob("*.safetensors"):
         (server.checkpoints / f.name).symlink_to(f)
     loras = base / "models" / "loras"
