@@ -17,7 +17,6 @@ skipped, unless PRIOR_SWAP_REQUIRE_BROWSER=1 (set by .ci/run), which makes a mis
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -39,30 +38,9 @@ BACKEND_WIDGETS = {  # what the backend expects in widgets_values, in order
 }
 
 
-def _require_chromium() -> None:
-    if Path(browser.CHROMIUM).exists():
-        return
-    message = f"{browser.CHROMIUM} not found: apt-get install -y chromium (.ci/run does)"
-    if os.environ.get("PRIOR_SWAP_REQUIRE_BROWSER"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def frontend(comfy):
-    _require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    browser.write_user_settings(comfy.base, {"LiteGraph.Node.TooltipDelay": 100})
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        chromium = browser.launch(p)
-        page = chromium.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(60_000)
-        try:
-            yield browser.Frontend(page, comfy).open()
-        finally:
-            chromium.close()
+    yield from browser.open_frontend(comfy, {"LiteGraph.Node.TooltipDelay": 100})
 
 
 @pytest.fixture(scope="module")

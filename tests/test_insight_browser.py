@@ -5,9 +5,7 @@ Needs /usr/bin/chromium, like tests/test_browser.py (skipped without it unless P
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,25 +17,9 @@ ARTIFACTS = ROOT / "out" / "browser"
 
 @pytest.fixture(scope="module")
 def frontend(comfy):
-    if not Path(browser.CHROMIUM).exists():
-        message = f"{browser.CHROMIUM} not found: apt-get install -y chromium"
-        if os.environ.get("PRIOR_SWAP_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    browser.write_user_settings(comfy.base)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        chromium = browser.launch(p)
-        page = chromium.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(60_000)
-        try:
-            fe = browser.Frontend(page, comfy).open()
-            page.wait_for_function("() => window.app.extensions.some(e => e.name === 'prior_swap.insight')")
-            yield fe
-        finally:
-            chromium.close()
+    for fe in browser.open_frontend(comfy):
+        fe.page.wait_for_function("() => window.app.extensions.some(e => e.name === 'prior_swap.insight')")
+        yield fe
 
 
 def test_curve_is_drawn_on_the_node_while_sampling_and_kept(frontend, comfy):

@@ -141,3 +141,35 @@ class Frontend:
 
 def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "browser"
+
+
+def require_chromium() -> None:
+    """Skip without Debian's Chromium, or fail where PRIOR_SWAP_REQUIRE_BROWSER is set (CI)."""
+    import pytest
+
+    if Path(CHROMIUM).exists():
+        return
+    message = f"{CHROMIUM} not found: apt-get install -y chromium (.ci/run does)"
+    if os.environ.get("PRIOR_SWAP_REQUIRE_BROWSER"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def open_frontend(comfy, settings: dict | None = None):
+    """Generator for a pytest fixture: the real frontend of ``comfy`` in headless Chromium, closed after."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    write_user_settings(comfy.base, settings)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = launch(p)
+        page = chromium.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(60_000)
+        try:
+            yield Frontend(page, comfy).open()
+        finally:
+            chromium.close()
