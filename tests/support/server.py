@@ -24,6 +24,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when the test process dies, so no server outlives a killed run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class ExecutionError(RuntimeError):
     """A prompt that ComfyUI refused or that failed while executing; ``info`` holds ComfyUI's report."""
 
@@ -73,7 +82,8 @@ class ComfyServer:
         except ImportError:
             args.append("--cpu")
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, cwd=comfy_dir(), stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, cwd=comfy_dir(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
