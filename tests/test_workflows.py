@@ -264,3 +264,28 @@ def test_single_output_workflows_give_one_image_of_the_latent_size(name, runs):
     (image,) = images_of(runs(name))
     with Image.open(image) as im:
         assert im.size == (SIZE, SIZE)
+
+
+def test_insight_saves_side_by_side_and_the_plot(runs, object_info):
+    """Prior Swap Insight between Prior Swap CFG and the swap KSampler; its plot saved by a SaveImage of its own."""
+    name = "prior_swap_insight_sd15"
+    prompt = convert(load(name), object_info)
+    saves = {i: n for i, n in prompt.items() if n["class_type"] == "SaveImage"}
+    plot_id = next(i for i, n in prompt.items() if n["class_type"] == "PriorSwapInsightPlot")
+    insight_id = next(i for i, n in prompt.items() if n["class_type"] == "PriorSwapInsight")
+    assert prompt[insight_id]["inputs"]["model"][0] in {i for i, n in prompt.items() if n["class_type"] == "PriorSwapCFG"}
+    assert prompt[plot_id]["inputs"]["model"] == [insight_id, 0]
+    sampler_id = prompt[plot_id]["inputs"]["samples"][0]
+    assert prompt[sampler_id]["class_type"] == "KSampler" and prompt[sampler_id]["inputs"]["model"] == [insight_id, 0]
+    (plot_save,) = [i for i, n in saves.items() if n["inputs"]["images"] == [plot_id, 0]]
+    (stitch_save,) = [i for i in saves if i != plot_save]
+
+    result = runs(name)
+    assert len(images_of(result)) == 2, result
+    (side_by_side,) = result[stitch_save]
+    [[stock, swap]] = panels(side_by_side, rows=1, cols=2)
+    assert stock != swap, "prior swap gave the stock image"
+    (plot,) = result[plot_save]
+    with Image.open(plot) as im:
+        assert im.size == make_workflows.INSIGHT_PLOT_SIZE
+        assert len(im.convert("RGB").getcolors(1 << 24)) > 2, "the plot is blank"

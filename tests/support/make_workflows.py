@@ -38,6 +38,7 @@ PAPER = "*Unconditional Priors Matter!* (arXiv 2503.20240)"
 PRIOR_GROUP_COLOR = "#7a4dbf"  # the pack's PRIOR link colour family (js/prior_swap.js)
 
 GAMMA_SWEEP = (3.0, 5.0, 7.5)
+INSIGHT_PLOT_SIZE = (640, 480)  # PriorSwapInsightPlot width, height
 
 
 def _sd15_text2img(g: UIGraph, *, prior_col: int = 0):
@@ -263,6 +264,38 @@ To sweep other values, change the `cfg` of a column's two KSamplers.""", size=(4
     g.add("SaveImage", col=6, images=grid[0], filename_prefix="prior_swap/gamma_sweep")
 
 
+def insight_sd15(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap Insight: stock CFG vs Prior Swap, and where the prior matters
+
+The side-by-side workflow with *Prior Swap Insight* between *Prior Swap CFG* and the swap KSampler. It saves
+two images: **left** stock CFG, **right** the same seed with the uncond from the prior ({PAPER}, Eq. 7);
+and the **plot** of that run: top, per step, the drift ||u_ft − u_prior|| / ||u_ft|| of the fine-tune's own
+uncond from the prior's; bottom, the guidance magnitudes ||c − u_ft|| and ||c − u_prior||.
+
+**Checkpoints** (`models/checkpoints`):
+- `{SD15_FINETUNE}`: the SD1.5 fine-tune
+- `{SD15_BASE}`: the prior, Stable Diffusion 1.5 base
+
+The insight costs one extra uncond forward of the fine-tune per step; the image is the same as without it.
+Set the plot's `x_axis` to `sigma` to plot against the noise level.""", size=(440, 380))
+    ckpt, prior, pos, neg, latent = _sd15_text2img(g)
+    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    insight = g.add("PriorSwapInsight", col=2, model=swap[0])
+    common = dict(seed=42, steps=20, cfg=7.5, sampler_name="euler", scheduler="normal", positive=pos[0],
+                  negative=neg[0], latent_image=latent[0], denoise=1.0)
+    stock = g.add("KSampler", col=2, title="Stock CFG", model=ckpt[0], **common)
+    swapped = g.add("KSampler", col=3, title="Prior swap CFG", model=insight[0], **common)
+    plot = g.add("PriorSwapInsightPlot", col=3, model=insight[0], samples=swapped[0], x_axis="step",
+                 width=INSIGHT_PLOT_SIZE[0], height=INSIGHT_PLOT_SIZE[1])
+    stock_image = g.add("VAEDecode", col=4, samples=stock[0], vae=ckpt[2])
+    swap_image = g.add("VAEDecode", col=4, samples=swapped[0], vae=ckpt[2])
+    stitch = g.add("ImageStitch", col=4, title="Stock CFG | Prior swap", image1=stock_image[0], image2=swap_image[0],
+                   direction="right", match_image_size=True, spacing_width=8, spacing_color="white")
+    g.add("SaveImage", col=5, images=stitch[0], filename_prefix="prior_swap/insight_side_by_side")
+    g.add("SaveImage", col=5, title="Save insight plot", images=plot[0], filename_prefix="prior_swap/insight_plot")
+
+
 # file name (without .json) -> builder. Names are what ComfyUI's template browser lists.
 WORKFLOW_BUILDERS: dict[str, Callable[[UIGraph], None]] = {
     "prior_swap_sd15_ksampler": sd15_ksampler,
@@ -272,6 +305,7 @@ WORKFLOW_BUILDERS: dict[str, Callable[[UIGraph], None]] = {
     "prior_swap_custom_sampler_guider": custom_sampler_guider,
     "prior_swap_side_by_side_sd15": side_by_side_sd15,
     "prior_swap_gamma_sweep_sd15": gamma_sweep_sd15,
+    "prior_swap_insight_sd15": insight_sd15,
 }
 
 

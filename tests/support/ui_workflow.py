@@ -22,7 +22,8 @@ SLOT_HEIGHT = 20
 WIDGET_HEIGHT = 24
 MULTILINE_HEIGHT = 110
 # Room for the pack's frontend widget (js/prior_swap.js) on the nodes it decorates.
-EXTENSION_HEIGHT = {"PriorSwapCFG": 110, "PriorSwapGuider": 110, "PriorSwapDualCFGGuider": 110}
+EXTENSION_HEIGHT = {"PriorSwapCFG": 110, "PriorSwapGuider": 110, "PriorSwapDualCFGGuider": 110,
+                    "PriorSwapInsight": 110}  # js/insight.js: the live curve, 96 px
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
 
 
