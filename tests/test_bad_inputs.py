@@ -14,7 +14,7 @@ import torch
 
 from support import foreign_models, reference
 from support.comfy_env import ROOT
-from support.prompts import NEGATIVE, POSITIVE, graph, run_latent, text2img
+from support.prompts import POSITIVE, fine_tune, graph, run_latent, sample_latent, text2img
 from support.server import ExecutionError
 
 
@@ -29,18 +29,11 @@ def foreign(comfy):
 
 
 def _sd15_ft(g):
-    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
-    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=POSITIVE)
-    neg = g.node("CLIPTextEncode", clip=ckpt.out(1), text=NEGATIVE)
-    return ckpt, pos, neg
+    return fine_tune(g)
 
 
 def _sample(g, model, pos, neg, steps: int = 2):
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    samples = g.node("KSampler", model=model, seed=1, steps=steps, cfg=5.0, sampler_name="euler", scheduler="simple",
-                     positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0), denoise=1.0)
-    g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/bad")
-    return g.finalize()
+    return sample_latent(g, model, pos, neg, steps=steps, prefix="latents/bad")
 
 
 def _swap(g, model, prior, **schedule):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from support import reference
-from support.prompts import NEGATIVE, POSITIVE, graph, run_latent, text2img
+from support.prompts import POSITIVE, fine_tune, graph, run_latent, sample_latent, text2img
 
 FLOW_PATCHES = {
     # node, its inputs, and the timestep the network sees for flow sigma σ_f (the class's own multiplier)
@@ -23,21 +23,14 @@ FLOW_PATCHES = {
 
 def _flow_prior_graph(patch: str) -> dict:
     g = graph()
-    ft = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
+    ft, pos, neg = fine_tune(g)
     base = g.node("CheckpointLoaderSimple", ckpt_name="sd15_base.safetensors")
     flow = g.node(patch, model=base.out(0), **FLOW_PATCHES[patch][0])
     empty = g.node("CLIPTextEncode", clip=base.out(1), text="")
     prior = g.node("PriorFromModel", model=flow.out(0), negative=empty.out(0))
     model = g.node("PriorSwapCFG", model=ft.out(0), prior=prior.out(0), prior_weight=1.0, start_percent=0.0,
                    end_percent=1.0)
-    pos = g.node("CLIPTextEncode", clip=ft.out(1), text=POSITIVE)
-    neg = g.node("CLIPTextEncode", clip=ft.out(1), text=NEGATIVE)
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    samples = g.node("KSampler", model=model.out(0), seed=7, steps=3, cfg=5.0, sampler_name="euler",
-                     scheduler="simple", positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
-                     denoise=1.0)
-    g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/flow")
-    return g.finalize()
+    return sample_latent(g, model.out(0), pos, neg, seed=7, prefix="latents/flow")
 
 
 @pytest.mark.parametrize("patch", sorted(FLOW_PATCHES))

@@ -143,10 +143,8 @@ def test_blend_and_schedule_use_both_unconds(comfy, stock):
 def _lora_graph(prior_kind: str) -> dict:
     """Fine-tune with a LoRA; prior = the same checkpoint without it, loaded separately or shared."""
     g = prompts.graph()
-    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
+    ckpt, pos, neg = prompts.fine_tune(g)
     lora = g.node("LoraLoaderModelOnly", model=ckpt.out(0), lora_name="test_lora.safetensors", strength_model=1.0)
-    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=POSITIVE)
-    neg = g.node("CLIPTextEncode", clip=ckpt.out(1), text=NEGATIVE)
     if prior_kind == "own_loader":
         prior = g.node("PriorCheckpointLoader", ckpt_name="sd15_finetune.safetensors", negative_prompt="")
     else:  # the LoRA-free MODEL of the very same loader
@@ -154,12 +152,7 @@ def _lora_graph(prior_kind: str) -> dict:
         prior = g.node("PriorFromModel", model=ckpt.out(0), negative=empty.out(0))
     model = g.node("PriorSwapCFG", model=lora.out(0), prior=prior.out(0), prior_weight=1.0,
                    start_percent=0.0, end_percent=1.0)
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    samples = g.node("KSampler", model=model.out(0), seed=7, steps=3, cfg=5.0, sampler_name="euler",
-                     scheduler="simple", positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
-                     denoise=1.0)
-    g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/lora")
-    return g.finalize()
+    return prompts.sample_latent(g, model.out(0), pos, neg, seed=7, prefix="latents/lora")
 
 
 def test_same_checkpoint_with_and_without_lora_keep_their_own_weights(comfy, checkpoint_cache):
@@ -185,20 +178,14 @@ def test_same_loaded_checkpoint_with_other_patches_is_refused_before_sampling(co
 def test_sigma_beyond_prior_range_warns_once_and_stays_finite(comfy):
     """A zero-terminal-SNR fine-tune samples sigmas far above the prior's range: nearest timestep, one warning."""
     g = prompts.graph()
-    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
+    ckpt, pos, neg = prompts.fine_tune(g)
     zsnr = g.node("ModelSamplingDiscrete", model=ckpt.out(0), sampling="eps", zsnr=True)
     prior = g.node("PriorCheckpointLoader", ckpt_name="sd15_base.safetensors", negative_prompt="")
     model = g.node("PriorSwapCFG", model=zsnr.out(0), prior=prior.out(0), prior_weight=1.0,
                    start_percent=0.0, end_percent=1.0)
-    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=POSITIVE)
-    neg = g.node("CLIPTextEncode", clip=ckpt.out(1), text=NEGATIVE)
-    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
-    samples = g.node("KSampler", model=model.out(0), seed=1, steps=3, cfg=5.0, sampler_name="euler",
-                     scheduler="simple", positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
-                     denoise=1.0)
-    g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/zsnr")
+    prompt = prompts.sample_latent(g, model.out(0), pos, neg, seed=1, prefix="latents/zsnr")
     warning = "lies outside the prior's range"
     before = comfy.log_text().count(warning)
-    latent_out = run_latent(comfy, g.finalize())
+    latent_out = run_latent(comfy, prompt)
     assert comfy.log_text().count(warning) == before + 1
     assert torch.isfinite(latent_out).all()

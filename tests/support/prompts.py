@@ -117,3 +117,21 @@ def ip2p(prior: str | None = "sd15_base.safetensors", *, prior_from_model: str |
                      sigmas=sigmas.out(0), latent_image=cond.out(2)).out(0)
     g.node("SaveLatent", samples=samples, filename_prefix="latents/ip2p")
     return g.finalize()
+
+
+def fine_tune(g, name: str = "sd15_finetune.safetensors"):
+    """Load a checkpoint and encode the test prompts with its CLIP: (checkpoint, positive, negative) nodes."""
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=name)
+    pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=POSITIVE)
+    neg = g.node("CLIPTextEncode", clip=ckpt.out(1), text=NEGATIVE)
+    return ckpt, pos, neg
+
+
+def sample_latent(g, model, pos, neg, *, seed: int = 1, steps: int = 3, prefix: str = "latents/test") -> dict:
+    """Finish a graph: a 64² KSampler (euler/simple, cfg 5) on ``model`` saving its latent; returns the prompt."""
+    latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
+    samples = g.node("KSampler", model=model, seed=seed, steps=steps, cfg=5.0, sampler_name="euler",
+                     scheduler="simple", positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
+                     denoise=1.0)
+    g.node("SaveLatent", samples=samples.out(0), filename_prefix=prefix)
+    return g.finalize()
