@@ -5,7 +5,6 @@ whoever patches it clones first) and the CONDITIONING encoded by the prior's own
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ class Prior:
     model: Any  # comfy.model_patcher.ModelPatcher
     negative: list
     name: str = "prior"
+    label: str = "the prior"  # how error messages raised while sampling name it
 
 
 def make_prior(model: Any, negative: list, name: str = "prior") -> Prior:
@@ -33,8 +33,7 @@ def make_prior(model: Any, negative: list, name: str = "prior") -> Prior:
             "(empty text is fine) that uses the prior's own CLIP.")
     # Channel checks wait for PriorSwapCFG: a dual-condition model may serve as its own prior.
     check_conditioning_width(model, negative, "PriorFromModel")
-    _describe_once(model, "the prior from Prior From Model")
-    return Prior(model=model, negative=negative, name=name)
+    return Prior(model=model, negative=negative, name=name, label="the prior from Prior From Model")
 
 
 def encode_text(clip: Any, text: str) -> list:
@@ -76,8 +75,9 @@ def load_prior_checkpoint(ckpt_path: str, negative_prompt: str, name: str) -> tu
             f"PriorCheckpointLoader: '{name}' has no text encoder, so its negative prompt cannot be "
             "encoded. Load it with your own loaders and use PriorFromModel instead.")
     check_prior_model(model, "PriorCheckpointLoader")
-    _describe_once(model, f"the prior '{name}' (Load Prior Checkpoint)")
-    return Prior(model=model, negative=encode_text(clip, negative_prompt), name=name), model, clip
+    prior = Prior(model=model, negative=encode_text(clip, negative_prompt), name=name,
+                  label=f"the prior '{name}' (Load Prior Checkpoint)")
+    return prior, model, clip
 
 
 def _load_error(name: str, error: BaseException) -> PriorSwapError:
@@ -106,34 +106,7 @@ def _load_error(name: str, error: BaseException) -> PriorSwapError:
         "incomplete or not a model file. Download it again, or use a .safetensors release.")
 
 
-# Who made each prior's model, for messages raised while sampling (weak: never keeps a model alive).
-_DESCRIPTIONS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
-
-
-def _describe_once(model: Any, text: str) -> None:
-    try:
-        _DESCRIPTIONS.setdefault(model, text)
-    except TypeError:  # not weak-referenceable: messages fall back to the model class
-        pass
-
-
-def describe_prior(model: Any) -> str:
-    """'the prior 'x.safetensors' (Load Prior Checkpoint)', or the model class when unknown."""
-    # ModelPatcher.clone() clones the additional models too (any node after PriorSwapCFG does that), so
-    # the sampled prior may be a clone of the one the node saw: follow the clone's parents.
-    node, seen = model, 0
-    while node is not None and seen < 64:
-        try:
-            known = _DESCRIPTIONS.get(node)
-        except TypeError:
-            known = None
-        if known:
-            return known
-        node, seen = getattr(node, "parent", None), seen + 1
-    return f"the prior ({type(getattr(model, 'model', model)).__name__})"
-
-
-def check_prior_output(out: Any, model: Any, sigma: Any) -> None:
+def check_prior_output(out: Any, label: str, sigma: Any) -> None:
     """Raise a clear error when the prior's prediction holds NaN or inf (one reduction per step)."""
     import torch
 
@@ -141,7 +114,7 @@ def check_prior_output(out: Any, model: Any, sigma: Any) -> None:
         return
     s = float(sigma.reshape(-1)[0])
     raise PriorSwapError(
-        f"Prior swap: {describe_prior(model)} returned NaN/inf (at sigma {s:.4g}), which would turn the image "
+        f"Prior swap: {label} returned NaN/inf (at sigma {s:.4g}), which would turn the image "
         "black or into noise. Its weights or a patch on it (LoRA, merge, low-precision dtype) are broken: "
         "load the prior without the patch, download the checkpoint again, or run the prior in fp32 "
         "(ModelComputeDtype, --force-fp32).")

@@ -69,8 +69,9 @@ class PriorRun:
     """State of one sampling run: the prior's processed conds, counters, one-time warnings."""
 
     def __init__(self, guider: Any, prior: Any, negative: list, schedule: SwapSchedule,
-                 graphs: GraphCache | None = None):
+                 graphs: GraphCache | None = None, label: str = "the prior"):
         self.guider = guider
+        self.label = label
         self.graphs = graphs
         self.prior = prior  # the ModelPatcher ComfyUI loaded as additional model
         self.negative = negative
@@ -164,7 +165,7 @@ class PriorRun:
         finally:
             base.current_patcher = previous
         self.prior_calls += 1
-        check_prior_output(out, self.prior, sigma)  # NaN/inf: a clear error naming the prior
+        check_prior_output(out, self.label, sigma)  # NaN/inf: a clear error naming the prior
         return out
 
 
@@ -190,9 +191,11 @@ def _calc_cond_batch_wrapper(executor: Callable, model: Any, conds: list, x_in: 
     return out
 
 
-def _make_outer_sample_wrapper(negative: list, schedule: SwapSchedule, graphs: GraphCache) -> Callable:
+def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: GraphCache) -> Callable:
     # A closure, not a bound method or partial: ModelPatcher.clone() deep-copies model_options and
     # would copy whatever a bound method or partial holds (tensors, the prior model).
+    negative, label = prior.negative, prior.label
+
     def outer_sample(executor: Callable, *args, **kwargs):
         guider = executor.class_obj
         priors = guider.model_patcher.get_additional_models_with_key(KEY)
@@ -201,7 +204,7 @@ def _make_outer_sample_wrapper(negative: list, schedule: SwapSchedule, graphs: G
         # Patches added downstream of PriorSwapCFG (a LoRA on the fine-tune) are only visible now.
         check_shared_weights(guider.model_patcher, priors[0], "PriorSwapCFG")
         graphs.reset()
-        run = PriorRun(guider, priors[0], negative, schedule, graphs)
+        run = PriorRun(guider, priors[0], negative, schedule, graphs, label)
         run.insight = insight.start(guider, args, kwargs)
         guider.model_options[KEY] = run  # guider.model_options is this run's clone
         try:
@@ -227,7 +230,7 @@ def apply_prior_swap(model: Any, prior: Prior, schedule: SwapSchedule, node: str
     patched.set_additional_models(KEY, [prior.model])
     graphs = GraphCache()
     wrappers = comfy.patcher_extension.WrappersMP
-    for kind, fn in ((wrappers.OUTER_SAMPLE, _make_outer_sample_wrapper(prior.negative, schedule, graphs)),
+    for kind, fn in ((wrappers.OUTER_SAMPLE, _make_outer_sample_wrapper(prior, schedule, graphs)),
                      (wrappers.CALC_COND_BATCH, _calc_cond_batch_wrapper),
                      (wrappers.DIFFUSION_MODEL, graphs.wrapper(patched.model))):
         patched.remove_wrappers_with_key(kind, KEY)  # a second PriorSwapCFG replaces the first
