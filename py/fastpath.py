@@ -3,31 +3,59 @@
 Stock CFG runs one batch-2 forward per step; prior swap cannot batch the prior's uncond with the
 fine-tune's cond (different weights), so it runs two batch-1 forwards. On a fast GPU ComfyUI's eager
 UNet forward is bound by kernel launches, not arithmetic, so two forwards cost nearly twice one.
-Capturing each forward once per run as a CUDA graph and replaying it removes the launch overhead.
+Capturing each forward as a CUDA graph and replaying it removes the launch overhead.
+
+Capturing is not free (``torch.cuda.graph`` synchronizes, collects garbage and empties the allocator's
+cache, then traces a whole forward and instantiates the graph), so the graphs are kept across sampling
+runs while what they read stays where it was. A graph bakes in the *addresses* of the weights, not their
+values, so it is replayed only while, for its model, the weight patches (``current_weight_patches_uuid``)
+and the address of every parameter and buffer are those it was captured with — checked once per run —
+and for the same input shapes, dtypes and inner wrappers. Graphs are dropped when
+
+* a run sees another weight state for the model (LoRA or other patches changed, weights moved: stale
+  graphs of that model are freed at once),
+* ComfyUI unloads the model for real (``ON_DETACH`` with ``unpatch_all``: memory pressure, ``/free``),
+* the patched MODEL is garbage collected (the GraphCache belongs to it),
+* after a run ComfyUI's notion of free VRAM, minus what the graphs hold, falls below its own minimum
+  inference reserve (``comfy.model_management.minimum_inference_memory()``),
+* more than :data:`MAX_GRAPHS` are held (least recently used first), or ``PRIOR_SWAP_KEEP_GRAPHS=0``
+  (then they are freed at the end of every run, as before).
+
+All graphs of one patched model on one device share a single private memory pool: they are replayed one
+after the other on one stream and each output is copied out right after its replay, so the pool holds
+about one batch-1 forward's activations instead of one per graph. (Where the two models are replayed
+concurrently on two streams, ``PRIOR_SWAP_OVERLAP=1``, each model gets its own pool.)
 
 The graph is used only where replay gives the eager result: the model fully loaded on the GPU (no
-lowvram streaming), no ControlNet and no attention/transformer patches from other nodes (their Python
-code may act per step), static shapes (one graph per input shape, a few per run). Anything else runs
-eagerly. ``PRIOR_SWAP_CUDA_GRAPHS=0`` switches it off.
+lowvram streaming), no ControlNet, no attention/transformer patches and no weight hooks (their Python
+code or weights may change per step), only tensor inputs. Anything else runs eagerly.
+``PRIOR_SWAP_CUDA_GRAPHS=0`` switches the fast path off.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 log = logging.getLogger("prior_swap_cfg")
 
-MAX_GRAPHS_PER_RUN = 4
-# Shapes already run eagerly in this process: their capture needs no warm-up forward (which would
-# cost a whole extra forward per run).
+MAX_GRAPHS = 8  # per patched model, over both models and all shapes
+MAX_CAPTURES_PER_RUN = 4  # a run with ever-changing shapes stays eager instead of capturing each step
+# (device, model, input shapes) already warmed up in this process: a later capture (after the model was
+# reloaded) needs no warm-up forward (lazy cuBLAS/cuDNN set-up is done), which would cost a whole forward.
 _WARMED: set[tuple] = set()
+_CAPTURE_STREAMS: dict[int, Any] = {}
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "off", "no")
+def _flag(name: str, default: str = "1") -> bool:
+    return os.environ.get(name, default).strip().lower() not in ("0", "false", "off", "no", "")
 
 
 def enabled() -> bool:
@@ -35,85 +63,233 @@ def enabled() -> bool:
     return _flag("PRIOR_SWAP_CUDA_GRAPHS")
 
 
+def keep_across_runs() -> bool:
+    """Graphs outlive a run unless PRIOR_SWAP_KEEP_GRAPHS is 0/false/off."""
+    return _flag("PRIOR_SWAP_KEEP_GRAPHS")
+
 
 def _fully_loaded(base_model: Any) -> bool:
     return (not getattr(base_model, "model_lowvram", False)
             and getattr(base_model, "lowvram_patch_counter", 0) == 0)
 
 
+_PATCH_KEYS = ("patches", "patches_replace", "optimized_attention_override")
+
+
 def _has_patches(transformer_options: dict) -> bool:
-    return any(transformer_options.get(k) for k in ("patches", "patches_replace"))
+    return any(transformer_options.get(k) for k in _PATCH_KEYS)
+
+
+def _weight_hooks(base_model: Any) -> bool:
+    """True while the model's patcher has weight hooks (comfy.hooks), which swap weights between conds."""
+    patcher = getattr(base_model, "current_patcher", None)
+    return bool(patcher is not None and (getattr(patcher, "hook_patches", None)
+                                         or getattr(patcher, "current_hooks", None)))
+
+
+def weights_state(base_model: Any) -> tuple:
+    """What a graph of ``base_model``'s forward depends on besides its inputs: patches and weight addresses.
+
+    Values may change in place (a graph reads them at replay); addresses may not.
+    """
+    dm = base_model.diffusion_model
+    addresses = tuple(t.data_ptr() for t in itertools.chain(dm.parameters(), dm.buffers()))
+    return getattr(base_model, "current_weight_patches_uuid", None), hash(addresses), len(addresses)
+
+
+def _capture_stream(device: torch.device) -> Any:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    stream = _CAPTURE_STREAMS.get(index)
+    if stream is None:
+        stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return stream
+
+
+@dataclass
+class _Graph:
+    graph: Any  # torch.cuda.CUDAGraph
+    static_in: list
+    static_out: torch.Tensor
+    device: int
+    model: weakref.ref  # the BaseModel it was captured for (ids can be reused after garbage collection)
 
 
 class GraphCache:
-    """CUDA graphs of one run, keyed by model and input shapes; :meth:`clear` frees them."""
+    """CUDA graphs of one patched model (its fine-tune and its prior), kept across runs while valid."""
 
     def __init__(self) -> None:
-        self.graphs: dict[tuple, tuple] = {}
+        self.graphs: OrderedDict[tuple, _Graph] = OrderedDict()  # least recently used first
         self.failed: set[tuple] = set()
-        self.replays = 0
-        self.eager = 0
+        # (device index, tag) → a private memory pool; tag None: the one pool all graphs on that device share
+        self.pools: dict[tuple, Any] = {}
+        self.pool_bytes: dict[int, int] = {}  # device index → memory its pools took from the device
+        self.in_run = False
+        self.separate_pools = False  # this run replays the two models concurrently (PRIOR_SWAP_OVERLAP)
+        self._states: dict[int, tuple] = {}  # id(BaseModel) → weights_state, computed once per run
+        self.replays = self.eager = self.captures = 0
+        self.capture_s = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def begin_run(self, separate_pools: bool = False) -> None:
+        """A sampling run starts: graphs may be used (weight states are re-read), counters at zero.
+
+        ``separate_pools``: the run replays the prior's graph concurrently with the fine-tune's (a second
+        stream), so each model's graphs need a pool of their own.
+        """
+        self.in_run = True
+        self.separate_pools = separate_pools
+        self._states.clear()
+        self.replays = self.eager = self.captures = 0
+        self.capture_s = 0.0
+
+    def end_run(self) -> None:
+        """A sampling run ended: keep the graphs unless switched off or ComfyUI would run short of VRAM."""
+        self.in_run = False
+        self._states.clear()
+        if not keep_across_runs():
+            self.clear()
+            return
+        for index in {i for i, _tag in self.pools}:
+            if self._memory_tight(index):
+                log.info("PriorSwapCFG: freeing CUDA graphs on cuda:%d (%.0f MiB): VRAM is short.",
+                         index, self.pool_bytes.get(index, 0) / 2**20)
+                self.drop_device(index)
 
     def clear(self) -> None:
-        """Free the captured graphs (and their memory pools)."""
+        """Free every graph and its memory pool."""
+        for index in {i for i, _tag in self.pools}:
+            self.drop_device(index)
         self.graphs.clear()
         self.failed.clear()
 
-    def reset(self) -> None:
-        """Start a run: no graphs, counters at zero."""
-        self.clear()
-        self.replays = self.eager = 0
+    def drop_device(self, index: int) -> None:
+        """Free the graphs on one device; their shared pool goes with the last of them."""
+        for key in [k for k, g in self.graphs.items() if g.device == index]:
+            del self.graphs[key]
+        for pool_key in [k for k in self.pools if k[0] == index]:
+            del self.pools[pool_key]
+        self.pool_bytes.pop(index, None)
 
+    def on_detach(self, patcher: Any, unpatch_all: bool = True) -> None:
+        """ModelPatcher ON_DETACH callback: ComfyUI unloaded a model of this pair.
+
+        ``unpatch_all=False`` is ComfyUI handing a loaded model over to a clone of it (weights stay where they
+        are; the per-run weight check catches any change). A real unload frees the graphs on that device.
+        """
+        if not unpatch_all:
+            return
+        device = getattr(patcher, "load_device", None)
+        if isinstance(device, torch.device) and device.type == "cuda":
+            self.drop_device(device.index if device.index is not None else torch.cuda.current_device())
+
+    def _memory_tight(self, index: int) -> bool:
+        """ComfyUI counts the pool's idle blocks as free VRAM; is what is really free below its reserve?"""
+        import comfy.model_management as mm
+
+        try:
+            free = mm.get_free_memory(torch.device("cuda", index))
+            return free - self.pool_bytes.get(index, 0) < mm.minimum_inference_memory()
+        except Exception:  # pragma: no cover - a backend without these queries: do not hold memory
+            return True
+
+    def _state(self, base_model: Any) -> tuple:
+        key = id(base_model)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = weights_state(base_model)
+            stale = [k for k, g in self.graphs.items() if k[0] == key and (k[1] != state or g.model() is not base_model)]
+            for k in stale:  # weights moved or patches changed since capture: free them now
+                del self.graphs[k]
+            if stale:
+                log.info("PriorSwapCFG: %d CUDA graph(s) dropped: the model's weights or patches changed.", len(stale))
+        return state
+
+    # -- the DIFFUSION_MODEL wrapper --------------------------------------------------------------
     def wrapper(self, base_model: Any) -> Callable:
         """A DIFFUSION_MODEL wrapper for ``base_model`` (the BaseModel whose diffusion_model it wraps)."""
         cache = self
 
         def graphed_forward(executor: Callable, x, timesteps, context, y, control, transformer_options, **kwargs):
-            tensors = [x, timesteps, context, y, *kwargs.values()]
-            eligible = (enabled() and x.is_cuda and control is None and _fully_loaded(base_model)
-                        and not _has_patches(transformer_options)
-                        and all(t is None or isinstance(t, torch.Tensor) for t in tensors))
-            key = (id(base_model), tuple((k, tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else (k, t)
-                                         for k, t in zip(("x", "t", "c", "y", *kwargs), tensors)))
-            if not eligible or key in cache.failed or (
-                    key not in cache.graphs and len(cache.graphs) >= MAX_GRAPHS_PER_RUN):
+            tensors = (x, timesteps, context, y, *kwargs.values())
+            if not (cache.in_run and enabled() and x.is_cuda and control is None and _fully_loaded(base_model)
+                    and not _has_patches(transformer_options) and not _weight_hooks(base_model)
+                    and all(t is None or isinstance(t, torch.Tensor) for t in tensors)):
                 cache.eager += 1
                 return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+            index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+            # Wrappers after this one run inside the graph; another set of them is another graph.
+            inner = tuple(id(w) for w in getattr(executor, "wrappers", [])[getattr(executor, "idx", 0) + 1:])
+            shapes = tuple(None if t is None else (tuple(t.shape), t.dtype) for t in tensors)
+            tag = id(base_model) if cache.separate_pools else None
+            key = (id(base_model), cache._state(base_model), inner, tuple(kwargs), shapes, index, tag)
             entry = cache.graphs.get(key)
             if entry is None:
+                if key in cache.failed or cache.captures >= MAX_CAPTURES_PER_RUN:
+                    cache.eager += 1
+                    return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
                 try:
-                    entry = cache._capture(executor, x, timesteps, context, y, transformer_options, kwargs,
-                                           warm_up=key not in _WARMED)
-                    _WARMED.add(key)
+                    warm = (index, id(base_model), shapes)
+                    entry = cache._capture(executor, base_model, tensors, tuple(kwargs), transformer_options, index,
+                                           tag, warm_up=warm not in _WARMED)
+                    _WARMED.add(warm)
                 except Exception as e:  # capture can fail on ops that sync; run eagerly from then on
                     log.warning("PriorSwapCFG: CUDA graph capture failed (%s); running this shape eagerly.", e)
                     cache.failed.add(key)
                     cache.eager += 1
                     return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
                 cache.graphs[key] = entry
-            graph, static_in, static_out = entry
-            for buf, value in zip(static_in, (x, timesteps, context, y, *kwargs.values())):
-                if buf is not None:
-                    buf.copy_(value)
-            graph.replay()
-            cache.replays += 1
-            return static_out.clone()
+                while len(cache.graphs) > MAX_GRAPHS:
+                    cache.graphs.popitem(last=False)
+            else:
+                cache.graphs.move_to_end(key)
+            with torch.cuda.device(index):  # replay launches on the current device's stream
+                for buf, value in zip(entry.static_in, tensors):
+                    if buf is not None:
+                        buf.copy_(value)
+                entry.graph.replay()
+                cache.replays += 1
+                # Copied out at once: a graph captured later in the shared pool may overwrite this buffer.
+                return entry.static_out.clone()
 
+        graphed_forward.graph_cache = cache  # for tests and the benchmark
         return graphed_forward
 
-    @staticmethod
-    def _capture(executor, x, timesteps, context, y, transformer_options, kwargs, warm_up: bool = True) -> tuple:
-        static_in = [t.clone() if isinstance(t, torch.Tensor) else None
-                     for t in (x, timesteps, context, y, *kwargs.values())]
-        sx, st, sc, sy, *skw = static_in
-        static_kwargs = dict(zip(kwargs, skw))
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        if warm_up:
-            with torch.cuda.stream(stream):  # warm-up off the capture, as torch.cuda.graphs requires
-                executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
-            torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
-        return graph, static_in, static_out
+    def _pool(self, index: int, tag: Any) -> Any:
+        pool = self.pools.get((index, tag))
+        if pool is None:
+            pool = self.pools[(index, tag)] = torch.cuda.graph_pool_handle()
+        return pool
+
+    def _capture(self, executor: Callable, base_model: Any, tensors: tuple, kw_names: tuple,
+                 transformer_options: dict, index: int, tag: Any = None, warm_up: bool = True) -> _Graph:
+        started = time.perf_counter()
+        with torch.cuda.device(index):
+            static_in = [t.clone() if isinstance(t, torch.Tensor) else None for t in tensors]
+            sx, st, sc, sy, *skw = static_in
+            static_kwargs = dict(zip(kw_names, skw))
+            stream = _capture_stream(torch.device("cuda", index))
+            stream.wait_stream(torch.cuda.current_stream())
+            if warm_up:
+                with torch.cuda.stream(stream):  # warm-up off the capture, as torch.cuda.graphs requires
+                    executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()  # torch.cuda.graph does this too; here so the pool's growth is measured
+            reserved = torch.cuda.memory_reserved()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool(index, tag), stream=stream):
+                static_out = executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
+            self.pool_bytes[index] = self.pool_bytes.get(index, 0) + max(0, torch.cuda.memory_reserved() - reserved)
+        self.captures += 1
+        self.capture_s += time.perf_counter() - started
+        return _Graph(graph, static_in, static_out, index, weakref.ref(base_model))
+
+
+def graph_cache_of(model_patcher: Any, key: str) -> GraphCache | None:
+    """The GraphCache of a model patched by this pack (its DIFFUSION_MODEL wrapper under ``key``), or None."""
+    import comfy.patcher_extension
+
+    for fn in model_patcher.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, key):
+        cache = getattr(fn, "graph_cache", None)
+        if cache is not None:
+            return cache
+    return None

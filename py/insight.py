@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import uuid
 from typing import Any, Callable
 
 import torch
 
+from .deferred import DeferredReads
 from .guidance import blend_uncond
 
 KEY = "prior_swap_insight"
@@ -82,30 +84,37 @@ class Recorder:
         others = [i for i, c in enumerate(conds) if i != uncond and c is not None]
         return others[-1]
 
-    def add(self, sigma: torch.Tensor, cond: torch.Tensor, own: torch.Tensor, prior: torch.Tensor) -> dict:
+    def add(self, sigma: torch.Tensor, cond: torch.Tensor, own: torch.Tensor, prior: torch.Tensor,
+            reads: DeferredReads | None = None) -> None:
+        """Record one step. The norms are computed on the model's device and, with ``reads``, read on the host
+        once the GPU has them (py/deferred.py), so measuring adds no host sync to the step."""
         cond, own, prior = cond.float(), own.float(), prior.float()
-        own_norm = float(own.norm())
+        norms = torch.stack((sigma.reshape(-1)[0].float(), (own - prior).norm(), own.norm(),
+                             (cond - own).norm(), (cond - prior).norm()))
+        (reads or DeferredReads()).push(norms, self._record)
+
+    def _record(self, norms: list) -> None:
+        sigma, diff, own_norm, guid_ft, guid_prior = norms
         values = {
             "step": len(self.steps),
-            "sigma": float(sigma.reshape(-1)[0]),
-            "rel_diff": float((own - prior).norm()) / own_norm if own_norm > 0 else math.nan,
-            "guid_ft": float((cond - own).norm()),
-            "guid_prior": float((cond - prior).norm()),
+            "sigma": sigma,
+            "rel_diff": diff / own_norm if own_norm > 0 else math.nan,
+            "guid_ft": guid_ft,
+            "guid_prior": guid_prior,
         }
         self.steps.append(values)
         self._send({**values, "total_steps": self.total_steps})
-        return values
 
     def finish(self) -> None:
         self.record["done"] = True
         self._send({"done": True, "total_steps": self.total_steps})
 
     def _send(self, data: dict) -> None:
-        try:
-            from server import PromptServer
-        except ImportError:  # pragma: no cover - outside the ComfyUI server
-            return
-        server = getattr(PromptServer, "instance", None)
+        # The server module ComfyUI's main.py imported; outside the server (scripts, benchmarks) there is
+        # nobody to tell, and trying to import it at every step would cost more than the measurement.
+        server_module = sys.modules.get("server")
+        prompt_server = getattr(server_module, "PromptServer", None)
+        server = getattr(prompt_server, "instance", None)
         sid = getattr(server, "client_id", None)
         if server is None or sid is None:
             return  # no frontend queued this prompt: nobody to tell
@@ -131,7 +140,7 @@ def measure(run: Any, executor: Callable, model: Any, conds: list, index: int, x
     out = list(executor(model, conds, x_in, timestep, model_options, *args, **kwargs))
     prior_out = run.prior_uncond(x_in, timestep, model_options)
     recorder: Recorder = run.insight
-    recorder.add(timestep, out[recorder.cond_index(conds, index)], out[index], prior_out)
+    recorder.add(timestep, out[recorder.cond_index(conds, index)], out[index], prior_out, run.reads)
     weight = run.schedule.prior_weight
     if weight > 0.0 and run.active(timestep):
         out[index] = blend_uncond(out[index], prior_out, weight)

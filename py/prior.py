@@ -106,15 +106,10 @@ def _load_error(name: str, error: BaseException) -> PriorSwapError:
         "incomplete or not a model file. Download it again, or use a .safetensors release.")
 
 
-def check_prior_output(out: Any, label: str, sigma: Any) -> None:
-    """Raise a clear error when the prior's prediction holds NaN or inf (one reduction per step)."""
-    import torch
-
-    if bool(torch.isfinite(out.sum())):
-        return
-    s = float(sigma.reshape(-1)[0])
-    raise PriorSwapError(
-        f"Prior swap: {label} returned NaN/inf (at sigma {s:.4g}), which would turn the image "
+def prior_output_error(label: str, sigma: float) -> PriorSwapError:
+    """The error for a prior whose prediction held NaN or inf at ``sigma`` (checked once per step)."""
+    return PriorSwapError(
+        f"Prior swap: {label} returned NaN/inf (at sigma {sigma:.4g}), which would turn the image "
         "black or into noise. Its weights or a patch on it (LoRA, merge, low-precision dtype) are broken: "
         "load the prior without the patch, download the checkpoint again, or run the prior in fp32 "
         "(ModelComputeDtype, --force-fp32).")

@@ -20,15 +20,18 @@ Because the routing keys on the guider's ``negative`` conds, the same patch serv
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from . import insight
-from .fastpath import GraphCache
+from .deferred import DeferredReads
+from .fastpath import GraphCache, _flag
 from .guidance import blend_uncond, is_flow, to_prior_space
-from .prior import Prior, check_compatible, check_prior_output, check_shared_weights
+from .prior import Prior, check_compatible, check_shared_weights, prior_output_error
 
 KEY = "prior_swap_cfg"
 log = logging.getLogger("prior_swap_cfg")
@@ -65,6 +68,39 @@ class SwapSchedule:
         return self.prior_weight >= 1.0 and self.start_percent <= 0.0 and self.end_percent >= 1.0
 
 
+def overlap_enabled() -> bool:
+    """PRIOR_SWAP_OVERLAP=1: on one GPU, run the prior's forward on a second stream beside the fine-tune's."""
+    return _flag("PRIOR_SWAP_OVERLAP", "0")
+
+
+_warned_device: set[str] = set()
+
+
+def prior_device_option() -> torch.device | None:
+    """The device PRIOR_SWAP_PRIOR_DEVICE asks the prior to run on (e.g. ``cuda:1``), or None (the model's).
+
+    A machine-wide choice, like ComfyUI's own ``--cuda-device``, so workflows stay the same on one-GPU
+    machines: an unusable value is reported once and ignored.
+    """
+    value = os.environ.get("PRIOR_SWAP_PRIOR_DEVICE", "").strip()
+    if value.lower() in ("", "0", "off", "no", "none", "default", "same"):
+        return None
+    try:
+        device = torch.device(value)
+        usable = (device.type == "cuda" and device.index is not None and torch.cuda.is_available()
+                  and device.index < torch.cuda.device_count())
+    except (RuntimeError, ValueError):
+        usable = False
+    if not usable:
+        if value not in _warned_device:
+            _warned_device.add(value)
+            log.warning("PriorSwapCFG: PRIOR_SWAP_PRIOR_DEVICE=%s is not a CUDA device of this machine (cuda:N with "
+                        "N < %d); the prior runs on the model's device.", value,
+                        torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        return None
+    return device
+
+
 class PriorRun:
     """State of one sampling run: the prior's processed conds, counters, one-time warnings."""
 
@@ -81,12 +117,22 @@ class PriorRun:
         self.prior_sampling = prior.get_model_object("model_sampling")
         self.sigma_start = float(sampling.percent_to_sigma(schedule.start_percent))
         self.sigma_end = float(sampling.percent_to_sigma(schedule.end_percent))
+        # The whole of sampling: no step needs its sigma read on the host to decide.
+        self.always_active = schedule.start_percent <= 0.0 and schedule.end_percent >= 1.0
         self.prior_conds: list | None = None
         self.prior_options: dict | None = None
+        self.device: torch.device | None = None  # where the prior's weights are (set at its first call)
         self.prior_calls = 0
         self.steps = 0
         self.insight = None  # an insight.Recorder when PriorSwapInsight marked the model (opt-in)
+        self.reads = DeferredReads()  # per-step checks, read without stalling the GPU
+        self._prior_range: tuple[float, float] | None = None
         self._warned_range = False
+        self._side_stream = None
+        # On one GPU with PRIOR_SWAP_OVERLAP=1, the prior's forward runs on a second stream. Never when the
+        # prior is the model's own BaseModel: the two calls could then replay the very same graph at once.
+        self.overlap = (overlap_enabled() and torch.cuda.is_available()
+                        and prior.model is not guider.model_patcher.model)
 
     # -- which slot is the uncond ---------------------------------------------------------------
     def uncond_index(self, conds: list) -> int | None:
@@ -106,8 +152,17 @@ class PriorRun:
 
     def active(self, sigma: torch.Tensor) -> bool:
         """True when this step's sigma lies in [end, start] of the schedule (like ConditioningSetTimestepRange)."""
-        s = float(sigma.reshape(-1)[0])
+        if self.always_active:
+            return True
+        s = float(sigma.reshape(-1)[0])  # reads the GPU: only for a partial start/end range
         return self.sigma_end <= s <= self.sigma_start
+
+    def concurrent(self, x: torch.Tensor) -> bool:
+        """Whether the prior's forward can run beside the fine-tune's: on another GPU, or a second stream."""
+        if not x.is_cuda:
+            return False
+        device = self.prior.current_loaded_device() if self.device is None else self.device
+        return self.overlap or (isinstance(device, torch.device) and device.type == "cuda" and device != x.device)
 
     # -- the prior's forward ----------------------------------------------------------------------
     def _prepare(self, x: torch.Tensor, model_options: dict) -> None:
@@ -115,19 +170,29 @@ class PriorRun:
         import comfy.sampler_helpers
         import comfy.samplers
 
+        x_device = x.device
+        # Where ComfyUI actually loaded the prior: its load_device, unless it stayed on the GPU it was on.
+        self.device = self.prior.current_loaded_device()
+        if not isinstance(self.device, torch.device) or self.device.type != x.device.type:
+            self.device = x.device
+        x = x.to(self.device)
+        self.device = x.device  # with its index (cuda → cuda:0)
+        elsewhere = self.device != x_device
         conds = []
         for c in comfy.sampler_helpers.convert_cond(self.negative):
             for k in _FOREIGN_COND_KEYS:
                 c.pop(k, None)
             conds.append(c)
         base = self.prior.model
-        self.prior_conds = comfy.samplers.process_conds(base, x, {"negative": conds}, x.device)["negative"]
+        self.prior_conds = comfy.samplers.process_conds(base, x, {"negative": conds}, self.device)["negative"]
         options = comfy.model_patcher.create_model_options_clone(self.prior.model_options)
         transformer_options = options.setdefault("transformer_options", {})
         sample_sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
         if sample_sigmas is not None:
-            transformer_options["sample_sigmas"] = sample_sigmas
+            transformer_options["sample_sigmas"] = sample_sigmas.to(self.device)
         comfy.sampler_helpers.prepare_model_patcher(self.prior, {"negative": self.prior_conds}, options)
+        if elsewhere:  # patches' tensors follow the prior to its GPU, as ComfyUI does for the sampled model
+            comfy.samplers.cast_to_load_options(options, device=self.device, dtype=self.prior.model_dtype())
         if self.graphs is not None:
             import comfy.patcher_extension
 
@@ -135,37 +200,74 @@ class PriorRun:
                 comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, {})
             wrappers[KEY] = [self.graphs.wrapper(base)]
         self.prior_options = options
+        if not is_flow(self.prior_sampling):  # read once per run (buffers on the GPU)
+            self._prior_range = (float(self.prior_sampling.sigma_min), float(self.prior_sampling.sigma_max))
 
-    def _check_range(self, sigma: torch.Tensor) -> None:
-        if self._warned_range or is_flow(self.prior_sampling):
-            return
-        s = float(sigma.reshape(-1)[0])
-        lo, hi = float(self.prior_sampling.sigma_min), float(self.prior_sampling.sigma_max)
-        if s > hi * 1.001 or s < lo * 0.999:
-            self._warned_range = True
-            log.warning("PriorSwapCFG: sigma %.4g lies outside the prior's range [%.4g, %.4g]; the prior is "
-                        "evaluated at its nearest timestep (the closest noise level it knows), as the paper does "
-                        "for priors with another schedule.", s, lo, hi)
+    def _after_step(self, values: list) -> None:
+        """Host side of one prior call, once its numbers reached the host: range warning, NaN/inf error."""
+        total, sigma, sigma_prior = values
+        if self._prior_range is not None and not self._warned_range:
+            lo, hi = self._prior_range
+            if sigma_prior > hi * 1.001 or sigma_prior < lo * 0.999:
+                self._warned_range = True
+                log.warning("PriorSwapCFG: sigma %.4g lies outside the prior's range [%.4g, %.4g]; the prior is "
+                            "evaluated at its nearest timestep (the closest noise level it knows), as the paper "
+                            "does for priors with another schedule.", sigma_prior, lo, hi)
+        if not math.isfinite(total):  # NaN/inf: a clear error naming the prior
+            raise prior_output_error(self.label, sigma)
+
+    def start_prior(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict) -> torch.Tensor:
+        """Queue the prior's forward (on its device, or its own stream with overlap); the result stays there."""
+        if self.prior_conds is None:
+            self._prepare(x, model_options)
+        if self.overlap and self.device == x.device:
+            if self._side_stream is None:
+                self._side_stream = torch.cuda.Stream(device=x.device)
+            main = torch.cuda.current_stream(x.device)
+            self._side_stream.wait_stream(main)  # x is ready
+            with torch.cuda.stream(self._side_stream):
+                return self._prior_forward(x, sigma)
+        return self._prior_forward(x, sigma)
+
+    def finish_prior(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The prior's prediction as the fine-tune's stream can use it: joined and on ``x``'s device."""
+        if out.device != x.device:
+            return out.to(x.device)  # a cross-GPU copy, ordered after both devices' queued work
+        if self._side_stream is not None and self.overlap:
+            main = torch.cuda.current_stream(x.device)
+            main.wait_stream(self._side_stream)
+            out.record_stream(main)  # allocated on the side stream, used and freed on the main one
+        return out
 
     def prior_uncond(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict) -> torch.Tensor:
         """The prior's denoised prediction for its own negative conds at this (x, sigma)."""
+        return self.finish_prior(self.start_prior(x, sigma, model_options), x)
+
+    def _prior_forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         import comfy.samplers
 
-        if self.prior_conds is None:
-            self._prepare(x, model_options)
         x_prior, sigma_prior = to_prior_space(x, sigma, self.model_sampling, self.prior_sampling)
-        self._check_range(sigma_prior)
+        if self.device != x.device:
+            x_prior, sigma_prior = x_prior.to(self.device), sigma_prior.to(self.device)
         base = self.prior.model
         # _calc_cond_batch asks model.current_patcher for hooks/state; point it at the prior for this
         # call (the prior may even share its BaseModel with the fine-tune) and restore afterwards.
         previous = getattr(base, "current_patcher", None)
         base.current_patcher = self.prior
         try:
-            out = comfy.samplers.calc_cond_batch(base, [self.prior_conds], x_prior, sigma_prior, self.prior_options)[0]
+            if self.device.type == "cuda":
+                with torch.cuda.device(self.device):
+                    out = comfy.samplers.calc_cond_batch(base, [self.prior_conds], x_prior, sigma_prior,
+                                                         self.prior_options)[0]
+            else:
+                out = comfy.samplers.calc_cond_batch(base, [self.prior_conds], x_prior, sigma_prior,
+                                                     self.prior_options)[0]
         finally:
             base.current_patcher = previous
         self.prior_calls += 1
-        check_prior_output(out, self.label, sigma)  # NaN/inf: a clear error naming the prior
+        checks = torch.stack((out.sum().float(), sigma.reshape(-1)[0].float().to(out.device),
+                              sigma_prior.reshape(-1)[0].float()))
+        self.reads.push(checks, self._after_step)
         return out
 
 
@@ -175,6 +277,7 @@ def _calc_cond_batch_wrapper(executor: Callable, model: Any, conds: list, x_in: 
     run: PriorRun | None = model_options.get(KEY)
     if run is None:
         return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
+    run.reads.poll()  # earlier steps' checks the GPU has delivered (may raise the NaN error)
     run.steps += 1
     index = run.uncond_index(conds)
     if index is not None and run.insight is not None:  # PriorSwapInsight: measure (py/insight.py)
@@ -185,8 +288,14 @@ def _calc_cond_batch_wrapper(executor: Callable, model: Any, conds: list, x_in: 
     own_conds = list(conds)
     if weight >= 1.0:
         own_conds[index] = None  # the fine-tune does not evaluate its own uncond at all
-    out = list(executor(model, own_conds, x_in, timestep, model_options, *args, **kwargs))
-    prior_out = run.prior_uncond(x_in, timestep, model_options)
+    if run.concurrent(x_in):
+        # Queue the prior first, so its GPU (or stream) works while the fine-tune's forward is queued.
+        pending = run.start_prior(x_in, timestep, model_options)
+        out = list(executor(model, own_conds, x_in, timestep, model_options, *args, **kwargs))
+        prior_out = run.finish_prior(pending, x_in)
+    else:
+        out = list(executor(model, own_conds, x_in, timestep, model_options, *args, **kwargs))
+        prior_out = run.prior_uncond(x_in, timestep, model_options)
     out[index] = blend_uncond(out[index], prior_out, weight)
     return out
 
@@ -200,22 +309,30 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
         guider = executor.class_obj
         priors = guider.model_patcher.get_additional_models_with_key(KEY)
         if not priors:
-            return executor(*args, **kwargs)
+            graphs.begin_run()
+            try:
+                return executor(*args, **kwargs)
+            finally:
+                graphs.end_run()
         # Patches added downstream of PriorSwapCFG (a LoRA on the fine-tune) are only visible now.
         check_shared_weights(guider.model_patcher, priors[0], "PriorSwapCFG")
-        graphs.reset()
         run = PriorRun(guider, priors[0], negative, schedule, graphs, label)
+        graphs.begin_run(separate_pools=run.overlap)
         run.insight = insight.start(guider, args, kwargs)
         guider.model_options[KEY] = run  # guider.model_options is this run's clone
         try:
-            return executor(*args, **kwargs)
+            result = executor(*args, **kwargs)
+            run.reads.flush()  # the last steps' checks (may raise the NaN error) and insight values
+            return result
         finally:
+            run.reads.discard()  # after a failure its own error is the one to report
             guider.model_options.pop(KEY, None)
             if run.insight is not None:
                 run.insight.finish()
-            log.info("PriorSwapCFG: prior evaluated at %d of %d model calls (CUDA graph replays %d, eager %d)",
-                     run.prior_calls, run.steps, graphs.replays, graphs.eager)
-            graphs.clear()  # the graphs hold GPU memory; a run's shapes rarely repeat in the next
+            log.info("PriorSwapCFG: prior evaluated at %d of %d model calls on %s (CUDA graph replays %d, "
+                     "eager %d, captured %d in %.0f ms)", run.prior_calls, run.steps, run.device or "-",
+                     graphs.replays, graphs.eager, graphs.captures, 1000 * graphs.capture_s)
+            graphs.end_run()  # graphs are kept for the next run while valid (py/fastpath.py)
 
     return outer_sample
 
@@ -227,12 +344,45 @@ def apply_prior_swap(model: Any, prior: Prior, schedule: SwapSchedule, node: str
     check_compatible(model, prior, node)
     schedule.check(node)
     patched = model.clone()
-    patched.set_additional_models(KEY, [prior.model])
     graphs = GraphCache()
+    patched.set_additional_models(KEY, [_placed_prior(model, prior, graphs)])
     wrappers = comfy.patcher_extension.WrappersMP
     for kind, fn in ((wrappers.OUTER_SAMPLE, _make_outer_sample_wrapper(prior, schedule, graphs)),
                      (wrappers.CALC_COND_BATCH, _calc_cond_batch_wrapper),
                      (wrappers.DIFFUSION_MODEL, graphs.wrapper(patched.model))):
         patched.remove_wrappers_with_key(kind, KEY)  # a second PriorSwapCFG replaces the first
         patched.add_wrapper_with_key(kind, KEY, fn)
+    # ComfyUI unloading the model frees the graphs it holds (py/fastpath.py).
+    detach = comfy.patcher_extension.CallbacksMP.ON_DETACH
+    patched.remove_callbacks_with_key(detach, KEY)
+    patched.add_callback_with_key(detach, KEY, _detach_callback(graphs))
     return patched
+
+
+def _detach_callback(graphs: GraphCache) -> Callable:
+    # A closure over the cache (not a bound method: clone() deep-copies callbacks' containers only).
+    def on_detach(patcher: Any, unpatch_all: bool = True) -> None:
+        graphs.on_detach(patcher, unpatch_all)
+
+    return on_detach
+
+
+def _placed_prior(model: Any, prior: Prior, graphs: GraphCache) -> Any:
+    """The prior's ModelPatcher as ComfyUI should load it: itself, or a clone for PRIOR_SWAP_PRIOR_DEVICE.
+
+    The clone only changes ``load_device``: ComfyUI's own model management then loads the prior to that GPU
+    (memory checks, offloading and unloading included). The Prior the user built is not changed.
+    """
+    import comfy.patcher_extension
+
+    device = prior_device_option()
+    if device is None or device == model.load_device:
+        return prior.model
+    if prior.model.model is model.model:
+        log.warning("PriorSwapCFG: the prior is the model's own checkpoint, which cannot be on two GPUs; "
+                    "PRIOR_SWAP_PRIOR_DEVICE is ignored for it.")
+        return prior.model
+    placed = prior.model.clone()
+    placed.load_device = device
+    placed.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, KEY, _detach_callback(graphs))
+    return placed

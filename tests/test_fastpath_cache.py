@@ -1,0 +1,175 @@
+"""Bookkeeping of the CUDA-graph cache and the per-step checks, on the CPU with real ComfyUI objects.
+
+Graph capture and replay themselves need a GPU (tests/test_fastpath_cuda.py); what decides *when* a kept
+graph is still valid — the weight state, ComfyUI's ON_DETACH callback, the keep switch — runs anywhere.
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from test_core_inprocess import _prior, core, sd15  # noqa: F401  (sd15 is a fixture)
+
+
+class _FakeGraph:
+    """Stands in for a captured graph in the cache's bookkeeping (device 0, no CUDA needed)."""
+
+    def __init__(self, fastpath, base_model):
+        import weakref
+
+        self.entry = fastpath._Graph(graph=None, static_in=[], static_out=torch.zeros(1), device=0,
+                                     model=weakref.ref(base_model))
+
+
+def test_weight_state_follows_addresses_and_patches_not_values(sd15):
+    import comfy.utils
+
+    fastpath = core("fastpath")
+    model, _clip = sd15
+    base = model.clone().model  # the same BaseModel: states are read, not changed, until the swap below
+    state = fastpath.weights_state(base)
+    with torch.no_grad():  # values changed in place: a graph reads them at replay, so still valid
+        next(base.diffusion_model.parameters()).add_(0.0)
+    assert fastpath.weights_state(base) == state
+    key = "diffusion_model.out.2.weight"
+    old = comfy.utils.get_attr(base, key)
+    try:  # a weight at another address (what patching a LoRA in does): not valid
+        comfy.utils.set_attr_param(base, key, old.detach().clone())
+        assert fastpath.weights_state(base) != state
+    finally:
+        comfy.utils.set_attr_param(base, key, old)
+    assert fastpath.weights_state(base) == state
+    uuid = getattr(base, "current_weight_patches_uuid", None)
+    try:
+        base.current_weight_patches_uuid = "another patch set"
+        assert fastpath.weights_state(base) != state
+    finally:
+        base.current_weight_patches_uuid = uuid
+
+
+def test_stale_graphs_dropped_when_a_run_sees_other_weights(sd15):
+    import comfy.utils
+
+    fastpath = core("fastpath")
+    model, _clip = sd15
+    base = model.model
+    cache = fastpath.GraphCache()
+    cache.begin_run()
+    key = (id(base), cache._state(base), (), (), (), 0, None)
+    cache.graphs[key] = _FakeGraph(fastpath, base).entry
+    cache.end_run()
+    cache.begin_run()
+    assert cache._state(base) == key[1] and key in cache.graphs  # nothing changed: kept
+    cache.end_run()
+    name = "diffusion_model.out.2.weight"
+    old = comfy.utils.get_attr(base, name)
+    comfy.utils.set_attr_param(base, name, old.detach().clone())
+    try:
+        cache.begin_run()
+        cache._state(base)
+        assert key not in cache.graphs  # the weight moved: the graph would read freed memory
+        cache.end_run()
+    finally:
+        comfy.utils.set_attr_param(base, name, old)
+
+
+def test_comfy_unloading_the_model_frees_its_graphs(sd15):
+    """ON_DETACH with unpatch_all (a real unload, /free) frees; a hand-over to a clone does not."""
+    import comfy.patcher_extension
+
+    routing, fastpath = core("routing"), core("fastpath")
+    model, clip = sd15
+    patched = routing.apply_prior_swap(model, _prior(model, clip), routing.SwapSchedule())
+    cache = fastpath.graph_cache_of(patched, routing.KEY)
+    assert cache is not None
+    callbacks = patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_DETACH)
+    assert len(callbacks) == 1
+    cache.graphs[("k",)] = _FakeGraph(fastpath, patched.model).entry
+    cache.pools[(0, None)] = object()
+    patched.load_device = torch.device("cuda", 0)  # as on a GPU machine (the callback frees per device)
+    try:
+        for cb in callbacks:
+            cb(patched, False)  # ComfyUI handing the loaded weights to a clone: weights stay, graphs stay
+        assert cache.graphs
+        for cb in callbacks:
+            cb(patched, True)
+        assert not cache.graphs and not cache.pools
+    finally:
+        patched.load_device = model.load_device
+    # A second PriorSwapCFG on the patched model replaces the callback instead of stacking it.
+    again = routing.apply_prior_swap(patched, _prior(model, clip), routing.SwapSchedule())
+    assert len(again.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_DETACH)) == 1
+
+
+def test_keep_switch_frees_graphs_at_run_end(sd15, monkeypatch):
+    fastpath = core("fastpath")
+    model, _clip = sd15
+    cache = fastpath.GraphCache()
+    cache.begin_run()
+    cache.graphs[("k",)] = _FakeGraph(fastpath, model.model).entry
+    monkeypatch.setenv("PRIOR_SWAP_KEEP_GRAPHS", "0")
+    cache.end_run()
+    assert not cache.graphs and not cache.in_run
+
+
+def test_graphs_only_inside_a_run():
+    """Outside a sampling run begun by the pack's wrapper the forward always runs eagerly."""
+    fastpath = core("fastpath")
+    cache = fastpath.GraphCache()
+    calls = []
+
+    def executor(*args, **kwargs):
+        calls.append(args)
+        return "eager"
+
+    forward = cache.wrapper(object())
+    assert forward(executor, torch.zeros(1), None, None, None, None, {}) == "eager"
+    assert cache.eager == 1 and not cache.graphs
+
+
+def test_prior_device_option(monkeypatch, caplog):
+    routing = core("routing")
+    monkeypatch.delenv("PRIOR_SWAP_PRIOR_DEVICE", raising=False)
+    assert routing.prior_device_option() is None
+    for value in ("", "off", "default"):
+        monkeypatch.setenv("PRIOR_SWAP_PRIOR_DEVICE", value)
+        assert routing.prior_device_option() is None
+    caplog.set_level(logging.WARNING, logger="prior_swap_cfg")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for value in (f"cuda:{count}", "banana"):  # not a GPU of this machine: reported once, ignored
+        monkeypatch.setenv("PRIOR_SWAP_PRIOR_DEVICE", value)
+        assert routing.prior_device_option() is None
+        assert routing.prior_device_option() is None
+        assert sum(value in r.getMessage() for r in caplog.records) == 1
+
+
+def test_prior_device_ignored_where_unusable_keeps_the_prior_itself(sd15, monkeypatch):
+    routing = core("routing")
+    model, clip = sd15
+    prior = _prior(model, clip)
+    monkeypatch.setenv("PRIOR_SWAP_PRIOR_DEVICE", "cuda:7")
+    patched = routing.apply_prior_swap(model, prior, routing.SwapSchedule())
+    assert patched.get_additional_models_with_key(routing.KEY) == [prior.model]
+
+
+def test_deferred_reads_on_cpu_are_immediate_and_in_order():
+    deferred = core("deferred")
+    reads = deferred.DeferredReads()
+    seen = []
+    reads.push(torch.tensor([1.0, 2.0]), seen.append)
+    reads.push(torch.tensor([3.0]), seen.append)
+    assert seen == [[1.0, 2.0], [3.0]] and len(reads) == 0
+    reads.flush()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_deferred_reads_on_gpu_arrive_by_flush():
+    deferred = core("deferred")
+    reads = deferred.DeferredReads()
+    seen = []
+    for i in range(3):
+        reads.push(torch.full((2,), float(i), device="cuda"), seen.append)
+    reads.flush()
+    assert seen == [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
