@@ -48,24 +48,26 @@ log = logging.getLogger("prior_swap_cfg")
 
 MAX_GRAPHS = 8  # per patched model, over both models and all shapes
 MAX_CAPTURES_PER_RUN = 4  # a run with ever-changing shapes stays eager instead of capturing each step
-# (device, model, input shapes) already warmed up in this process: a later capture (after the model was
-# reloaded) needs no warm-up forward (lazy cuBLAS/cuDNN set-up is done), which would cost a whole forward.
+# (device, capture stream tag, model, input shapes) already warmed up in this process: a later capture (after
+# the model was reloaded) needs no warm-up forward (lazy cuBLAS/cuDNN set-up, the capture stream's cuBLAS
+# workspace, are done), which would cost a whole forward.
 _WARMED: set[tuple] = set()
-_CAPTURE_STREAMS: dict[int, Any] = {}
+_CAPTURE_STREAMS: dict[tuple, Any] = {}  # (device index, tag) → stream, see _capture_stream
 
 
-def _flag(name: str, default: str = "1") -> bool:
+def env_flag(name: str, default: str = "1") -> bool:
+    """True unless the environment variable is 0/false/off/no/empty (``default`` when unset)."""
     return os.environ.get(name, default).strip().lower() not in ("0", "false", "off", "no", "")
 
 
 def enabled() -> bool:
     """The fast path is on unless PRIOR_SWAP_CUDA_GRAPHS is 0/false/off."""
-    return _flag("PRIOR_SWAP_CUDA_GRAPHS")
+    return env_flag("PRIOR_SWAP_CUDA_GRAPHS")
 
 
 def keep_across_runs() -> bool:
     """Graphs outlive a run unless PRIOR_SWAP_KEEP_GRAPHS is 0/false/off."""
-    return _flag("PRIOR_SWAP_KEEP_GRAPHS")
+    return env_flag("PRIOR_SWAP_KEEP_GRAPHS")
 
 
 def _fully_loaded(base_model: Any) -> bool:
@@ -97,11 +99,14 @@ def weights_state(base_model: Any) -> tuple:
     return getattr(base_model, "current_weight_patches_uuid", None), hash(addresses), len(addresses)
 
 
-def _capture_stream(device: torch.device) -> Any:
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    stream = _CAPTURE_STREAMS.get(index)
+def _capture_stream(index: int, tag: Any = None) -> Any:
+    """The stream graphs are warmed up and captured on: one per device, and one per model where the two
+    models' graphs replay concurrently (tag). PyTorch gives each (cuBLAS handle, stream) its own cuBLAS
+    workspace and a graph keeps the one of its capture stream, so graphs captured on one stream share it:
+    harmless when they replay one after the other, a data race when they replay at the same time."""
+    stream = _CAPTURE_STREAMS.get((index, tag))
     if stream is None:
-        stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+        stream = _CAPTURE_STREAMS[(index, tag)] = torch.cuda.Stream(device=index)
     return stream
 
 
@@ -228,7 +233,7 @@ class GraphCache:
                     cache.eager += 1
                     return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
                 try:
-                    warm = (index, id(base_model), shapes)
+                    warm = (index, tag, id(base_model), shapes)  # per capture stream: its cuBLAS workspace
                     entry = cache._capture(executor, base_model, tensors, tuple(kwargs), transformer_options, index,
                                            tag, warm_up=warm not in _WARMED)
                     _WARMED.add(warm)
@@ -267,7 +272,7 @@ class GraphCache:
             static_in = [t.clone() if isinstance(t, torch.Tensor) else None for t in tensors]
             sx, st, sc, sy, *skw = static_in
             static_kwargs = dict(zip(kw_names, skw))
-            stream = _capture_stream(torch.device("cuda", index))
+            stream = _capture_stream(index, tag)
             stream.wait_stream(torch.cuda.current_stream())
             if warm_up:
                 with torch.cuda.stream(stream):  # warm-up off the capture, as torch.cuda.graphs requires

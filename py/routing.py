@@ -14,6 +14,10 @@ How it hooks in (ComfyUI's supported extension points only, all on a clone of th
   CFGZero*…) — runs unchanged and sees the prior's uncond. Another pack's
   ``sampler_calc_cond_batch_function`` still works because it ends in ``calc_cond_batch`` too.
 
+With ``PRIOR_SWAP_PRIOR_DEVICE=cuda:N`` the additional model is a clone of the prior with that ``load_device``
+(ComfyUI loads it there) and each step queues the prior's forward on that GPU before the fine-tune's, so the two
+run at the same time; ``PRIOR_SWAP_OVERLAP=1`` (experimental) does the same on a second stream of one GPU.
+
 Because the routing keys on the guider's ``negative`` conds, the same patch serves the stock KSampler
 (CFGGuider), SamplerCustomAdvanced guiders and DualCFGGuider (whose ``negative`` is the (∅, ∅) term).
 """
@@ -29,7 +33,7 @@ import torch
 
 from . import insight
 from .deferred import DeferredReads
-from .fastpath import GraphCache, _flag
+from .fastpath import GraphCache, env_flag
 from .guidance import blend_uncond, is_flow, to_prior_space
 from .prior import Prior, check_compatible, check_shared_weights, prior_output_error
 
@@ -70,7 +74,7 @@ class SwapSchedule:
 
 def overlap_enabled() -> bool:
     """PRIOR_SWAP_OVERLAP=1: on one GPU, run the prior's forward on a second stream beside the fine-tune's."""
-    return _flag("PRIOR_SWAP_OVERLAP", "0")
+    return env_flag("PRIOR_SWAP_OVERLAP", "0")
 
 
 _warned_device: set[str] = set()
@@ -248,7 +252,10 @@ class PriorRun:
 
         x_prior, sigma_prior = to_prior_space(x, sigma, self.model_sampling, self.prior_sampling)
         if self.device != x.device:
-            x_prior, sigma_prior = x_prior.to(self.device), sigma_prior.to(self.device)
+            # Every copy between the GPUs happens here, before the prior's forward is queued: a cross-GPU copy
+            # makes the source GPU wait for the work queued on the destination (PyTorch's two-way barrier),
+            # so one after the forward would hold the fine-tune's GPU until the prior's forward ends.
+            x_prior, sigma_prior, sigma = x_prior.to(self.device), sigma_prior.to(self.device), sigma.to(self.device)
         base = self.prior.model
         # _calc_cond_batch asks model.current_patcher for hooks/state; point it at the prior for this
         # call (the prior may even share its BaseModel with the fine-tune) and restore afterwards.
@@ -265,8 +272,7 @@ class PriorRun:
         finally:
             base.current_patcher = previous
         self.prior_calls += 1
-        checks = torch.stack((out.sum().float(), sigma.reshape(-1)[0].float().to(out.device),
-                              sigma_prior.reshape(-1)[0].float()))
+        checks = torch.stack((out.sum().float(), sigma.reshape(-1)[0].float(), sigma_prior.reshape(-1)[0].float()))
         self.reads.push(checks, self._after_step)
         return out
 
