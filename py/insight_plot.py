@@ -15,7 +15,7 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.2e}"
 
 
-def _panel(draw: ImageDraw.ImageDraw, font, box: tuple, xs: list, series: list, y_label: str,
+def draw_panel(draw: ImageDraw.ImageDraw, font, box: tuple, xs: list, series: list, y_label: str,
            x_label: str, x_ticks: list) -> None:
     """One plot: a frame, 5 y ticks, the given x ticks, polylines of ``series`` = [(label, colour, ys)]."""
     left, top, right, bottom = box
@@ -79,9 +79,9 @@ def plot_run(record: dict, width: int = 640, height: int = 480, x_axis: str = "s
     draw.text((width / 2, 6), title, fill=FG, font=font, anchor="ma")
     left, right = 64, width - 16
     mid = height // 2
-    _panel(draw, font, (left, 40, right, mid - 30), xs,
+    draw_panel(draw, font, (left, 40, right, mid - 30), xs,
            [("drift", DRIFT, [s["rel_diff"] for s in steps])], "||u_ft - u_prior|| / ||u_ft||", x_label, ticks)
-    _panel(draw, font, (left, mid + 24, right, height - 40), xs,
+    draw_panel(draw, font, (left, mid + 24, right, height - 40), xs,
            [("||c - u_ft|| (stock CFG)", OWN, [s["guid_ft"] for s in steps]),
             ("||c - u_prior|| (prior swap)", PRIOR, [s["guid_prior"] for s in steps])],
            "guidance magnitude", x_label, ticks)

@@ -10,6 +10,8 @@ EXPECTED = {
                                "style", "prior_weight", "start_percent", "end_percent"],
     "PriorSwapInsight": ["model"],
     "PriorSwapInsightPlot": ["model", "samples", "x_axis", "width", "height"],
+    "PriorSwapToyModelLoader": ["model"],
+    "PriorSwapToyCondition": ["shapes"],
 }
 
 

@@ -149,8 +149,12 @@ def test_note_says_what_it_shows_and_which_checkpoints(name, object_info):
     wf = load(name)
     text = note_text(wf)
     assert text.startswith("## ") and "**Checkpoints**" in text, text[:200]
-    checkpoints = {v["inputs"]["ckpt_name"] for v in convert(wf, object_info).values() if "ckpt_name" in v["inputs"]}
-    assert checkpoints, "a workflow loads checkpoints"
+    prompt = convert(wf, object_info)
+    checkpoints = {v["inputs"]["ckpt_name"] for v in prompt.values() if "ckpt_name" in v["inputs"]}
+    toy = any(v["class_type"] == "PriorSwapToyModelLoader" for v in prompt.values())
+    assert checkpoints or toy, "a workflow loads checkpoints (or the toy pair shipped with the pack)"
+    if toy:
+        assert "`py/toy_pair/`" in text, "the note does not say where the toy pair's weights are"
     for ckpt in checkpoints:
         assert f"`{ckpt}`" in text, f"the note does not name {ckpt}"
 
@@ -289,3 +293,21 @@ def test_insight_saves_side_by_side_and_the_plot(runs, object_info):
     with Image.open(plot) as im:
         assert im.size == make_workflows.INSIGHT_PLOT_SIZE
         assert len(im.convert("RGB").getcolors(1 << 24)) > 2, "the plot is blank"
+
+
+def test_toy_pair_saves_stock_and_swap_batches(runs, object_info):
+    """The main job's workflow: shapes × noises with stock CFG and with prior swap, same noise per position."""
+    name = "prior_swap_toy_pair"
+    prompt = convert(load(name), object_info)
+    batch = next(n for n in prompt.values() if n["class_type"] == "EmptyChromaRadianceLatentImage")["inputs"]
+    assert batch["batch_size"] == len(make_workflows.TOY_SHAPES.split(",")) * make_workflows.TOY_NOISES
+    saves = {n["inputs"]["filename_prefix"]: i for i, n in prompt.items() if n["class_type"] == "SaveImage"}
+    result = runs(name)
+    stock, swap = result[saves["prior_swap/toy_stock"]], result[saves["prior_swap/toy_swap"]]
+    assert len(stock) == len(swap) == batch["batch_size"]
+    differ = 0
+    for a, b in zip(stock, swap):
+        with Image.open(a) as im_a, Image.open(b) as im_b:
+            assert im_a.size == im_b.size == (128, 128)  # 16 px ×8, nearest
+            differ += im_a.tobytes() != im_b.tobytes()
+    assert differ == len(stock), "prior swap gave some stock images"

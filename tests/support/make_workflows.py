@@ -296,6 +296,47 @@ Set the plot's `x_axis` to `sigma` to plot against the noise level.""", size=(44
     g.add("SaveImage", col=5, title="Save insight plot", images=plot[0], filename_prefix="prior_swap/insight_plot")
 
 
+TOY_SHAPES = "disk, ring, triangle, plus, dots"
+TOY_NOISES = 4  # latents per shape: the batch cycles through the shapes, so batch = shapes × noises
+TOY_GAMMA = 3.0
+
+
+def toy_pair(g: UIGraph) -> None:
+    g.note(f"""## The toy pair: stock CFG vs Prior Swap, no downloads
+
+**Checkpoints**: none to download. The pack ships a small pair trained by this project on 16×16 coloured
+shapes, in `py/toy_pair/` (see README, *Evidence*):
+an unconditional **base** and a class-conditional **fine-tune** of it, trained with CFG dropout on little
+data, whose own unconditional prediction has degraded — the paper's setting ({PAPER}).
+
+Both KSamplers share every setting; the second one's MODEL takes CFG's uncond from the base, Eq. 7:
+{EQ7}
+
+The batch cycles through the shapes of *Toy Pair Condition* ({TOY_SHAPES}): {TOY_NOISES} noises each.
+Pixel space: *Load VAE* → `pixel_space` decodes, *Empty Chroma Radiance Latent Image* is the empty latent.
+`python3 tests/host.py demo` runs this workflow and writes a labelled grid.""", size=(460, 400))
+    finetune = g.add("PriorSwapToyModelLoader", col=0, title="Fine-tune (toy)", model="finetune")
+    base = g.add("PriorSwapToyModelLoader", col=0, title="Prior: base (toy)", model="base")
+    empty = g.add("PriorSwapToyCondition", col=1, title="∅ (negative)", shapes="empty")
+    shapes = g.add("PriorSwapToyCondition", col=1, title="Shapes (positive)", shapes=TOY_SHAPES)
+    shape_count = len(TOY_SHAPES.split(","))
+    latent = g.add("EmptyChromaRadianceLatentImage", col=1, width=16, height=16,
+                   batch_size=shape_count * TOY_NOISES)
+    prior = g.add("PriorFromModel", col=2, model=base[0], negative=empty[0])
+    swap = g.add("PriorSwapCFG", col=2, model=finetune[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    common = dict(seed=42, steps=20, cfg=TOY_GAMMA, sampler_name="euler", scheduler="normal", positive=shapes[0],
+                  negative=empty[0], latent_image=latent[0], denoise=1.0)
+    stock = g.add("KSampler", col=3, title="Stock CFG", model=finetune[0], **common)
+    swapped = g.add("KSampler", col=3, title="Prior swap CFG", model=swap[0], **common)
+    vae = g.add("VAELoader", col=2, vae_name="pixel_space")
+    for label, sampler, prefix in (("Stock CFG", stock, "toy_stock"), ("Prior swap", swapped, "toy_swap")):
+        image = g.add("VAEDecode", col=4, samples=sampler[0], vae=vae[0])
+        big = g.add("ImageScaleBy", col=4, title=f"{label} ×8", image=image[0], upscale_method="nearest-exact",
+                    scale_by=8.0)
+        g.add("SaveImage", col=5, title=f"Save: {label}", images=big[0], filename_prefix=f"prior_swap/{prefix}")
+
+
 # file name (without .json) -> builder. Names are what ComfyUI's template browser lists.
 WORKFLOW_BUILDERS: dict[str, Callable[[UIGraph], None]] = {
     "prior_swap_sd15_ksampler": sd15_ksampler,
@@ -306,6 +347,7 @@ WORKFLOW_BUILDERS: dict[str, Callable[[UIGraph], None]] = {
     "prior_swap_side_by_side_sd15": side_by_side_sd15,
     "prior_swap_gamma_sweep_sd15": gamma_sweep_sd15,
     "prior_swap_insight_sd15": insight_sd15,
+    "prior_swap_toy_pair": toy_pair,
 }
 
 
