@@ -42,6 +42,26 @@ def _pack_modules():
             importlib.import_module(pack.__name__ + ".py.insight_plot"), pack.NODE_CLASS_MAPPINGS)
 
 
+def uncond_denoising_loss(patcher, toy, real, seed: int = 0) -> float:
+    """Held-out ε-prediction error of a model's ∅ branch on real shapes: the diffusion training loss, at
+    noise levels drawn uniformly from the model's own schedule (ComfyUI's ``model_sampling``). Lower means
+    a better model of the data distribution, the quantity CFG's uncond stands for."""
+    import torch
+
+    model = patcher.model
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = model.model_sampling.sigmas.float()
+    sigma = sigmas[torch.randint(0, sigmas.shape[0], (real.shape[0],), generator=gen)]
+    noise = torch.randn(real.shape, generator=gen)
+    noisy = real + sigma.view(-1, 1, 1, 1) * noise
+    context = toy.class_context(torch.full((real.shape[0],), len(toy.CLASSES)))
+    dtype = model.get_dtype()
+    with torch.no_grad():
+        denoised = model.apply_model(noisy.to(dtype), sigma.to(dtype), c_crossattn=context.to(dtype)).float()
+    eps = (noisy - denoised) / sigma.view(-1, 1, 1, 1)
+    return float((eps - noise).pow(2).mean())
+
+
 def evaluate(per_class: int = 30, gammas: tuple = (1.5, 3.0, 5.0, 7.5), steps: int = 20, seed: int = 0,
              finetune: Path | None = None, base: Path | None = None, log=print) -> dict:
     """Sample and score every setting; returns ``{"rows": [...], "settings": {...}}``."""
@@ -79,6 +99,10 @@ def evaluate(per_class: int = 30, gammas: tuple = (1.5, 3.0, 5.0, 7.5), steps: i
         return {"accuracy": (logits.argmax(1) == labels).float().mean().item(), "fd": fd, "seconds": time.time() - t0}
 
     rows = []
+    uncond_loss = {which: uncond_denoising_loss(m, toy, real) for which, m in
+                   (("base", base_model), ("finetune", finetune_model))}
+    log(f"[toy eval] held-out ε-error of the ∅ branch: base {uncond_loss['base']:.5f}, "
+        f"fine-tune {uncond_loss['finetune']:.5f}")
 
     def add(method: str, gamma: float | None, cond: list, model) -> None:
         row = {"method": method, "gamma": gamma, **run(model, gamma or 1.0, cond)}
@@ -96,7 +120,7 @@ def evaluate(per_class: int = 30, gammas: tuple = (1.5, 3.0, 5.0, 7.5), steps: i
     for gamma in gammas:
         add("stock CFG", gamma, positive, finetune_model)
         add("prior swap", gamma, positive, swapped)
-    return {"rows": rows, "settings": {"per_class": per_class, "samples": count, "steps": steps, "seed": seed,
+    return {"rows": rows, "uncond_loss": uncond_loss, "settings": {"per_class": per_class, "samples": count, "steps": steps, "seed": seed,
                                        "sampler": "euler/normal", "real_images": 2000,
                                        "classifier_accuracy_on_real": real_accuracy,
                                        "finetune": str(finetune or "shipped"), "base": str(base or "shipped")}}
@@ -115,6 +139,12 @@ def table(result: dict) -> str:
                  f"{s['steps']} steps {s['sampler']}; FD on the classifier's 64-d features against "
                  f"{s['real_images']} held-out real shapes; the classifier is {s['classifier_accuracy_on_real']:.3f} "
                  "accurate on them.")
+    if "uncond_loss" in result:
+        loss = result["uncond_loss"]
+        lines.append("")
+        lines.append(f"Held-out ε-prediction error of the ∅ branch on those real shapes (the training loss, noise "
+                     f"levels uniform over the schedule; lower is better): base {loss['base']:.5f}, "
+                     f"fine-tune {loss['finetune']:.5f}.")
     return "\n".join(lines)
 
 

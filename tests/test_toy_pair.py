@@ -78,3 +78,5 @@ def test_evaluation_through_the_stock_ksampler_follows_the_condition():
         assert rows[key]["accuracy"] >= 0.6, rows[key]  # chance is 0.1
     assert rows[("∅ only, base", None)]["accuracy"] is None
     assert all(r["fd"] >= 0 for r in result["rows"])
+    # Both ∅ branches denoise real shapes: predicting ε = 0 would score 1.0, an untrained UNet about as much.
+    assert all(0 < loss < 0.05 for loss in result["uncond_loss"].values()), result["uncond_loss"]
