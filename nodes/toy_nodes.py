@@ -11,7 +11,7 @@ class PriorSwapToyModelLoader:
 
     DESCRIPTION = ("Loads the pack's toy pair, trained here on 16×16 coloured shapes: 'base' is an unconditional "
                    "model (use it as the prior), 'finetune' a class-conditional fine-tune of it trained with CFG "
-                   "dropout on little data. Pixel space: decode with Load VAE → pixel_space, start from Empty "
+                   "dropout on a fraction of the base's data. Pixel space: decode with Load VAE → pixel_space, start from Empty "
                    "Chroma Radiance Latent Image at 16×16.")
 
     @classmethod

@@ -7,8 +7,9 @@ comes from a pair the project trains itself (``tests/train_toy_pair.py``), on pr
 - the **base** is an unconditional model, trained long on the whole distribution — the role SD1.5 plays
   for its fine-tunes;
 - the **fine-tune** starts from the base's weights and learns class conditioning with CFG dropout
-  (10 % of its steps see the empty condition ∅), on a small data set for few steps — the paper's
-  setting in which the fine-tune's own unconditional prediction degrades.
+  (10 % of its samples see the empty condition ∅), on a twelfth of the base's images — the paper's
+  setting of a limited fine-tuning budget. (Whether its own uncond ends up worse than the base's is
+  measured, not assumed: in the shipped pair it does not; see the README, *Evidence*.)
 
 Both are ComfyUI's own ``UNetModel`` inside a ``BaseModel``, in pixel space: the latent format is
 ComfyUI's 3-channel identity format (the one Chroma Radiance uses), so the stock ``VAELoader``'s

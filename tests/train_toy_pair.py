@@ -1,6 +1,6 @@
 """Train the toy pair (py/toy_pair.py): a classifier, an unconditional base, and CFG-dropout fine-tunes.
 
-    python3 tests/train_toy_pair.py --device cuda --out py/toy_pair          # on a GPU: a few minutes
+    python3 tests/train_toy_pair.py --device cuda --out py/toy_pair          # on an H100: 7 minutes
     python3 tests/host.py python tests/train_toy_pair.py --quick --out /tmp/toy   # CPU smoke run
 
 The models are ComfyUI's own ``UNetModel`` (py/toy_pair.py's config) trained with the usual ε-prediction
@@ -10,8 +10,9 @@ drawn procedurally (``draw_shapes``), so nothing is downloaded:
 - classifier: held-out judge of sample quality (Fréchet distance on its features) and condition accuracy;
 - base: unconditional (always the ∅ context), on fresh images every step, many steps — the prior;
 - fine-tune: from the base's weights, class-conditional with CFG dropout (``--dropout`` of its samples see
-  ∅), on a fixed small data set (``--finetune-images`` per class), for fewer steps. Several fine-tunes
-  can be trained in one run (``--finetune name:images:steps:lr`` repeated) to compare settings.
+  ∅), for fewer steps and images than the base: fresh images (the default) or a fixed set of N per class.
+  Several fine-tunes can be trained in one run (``--finetune name:images:steps:lr`` repeated) to compare
+  settings; the default trains the shipped one, ``finetune:0:1000:1e-3``.
 
 Weights are saved as fp16 safetensors of the EMA parameters.
 """
