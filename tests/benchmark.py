@@ -19,7 +19,6 @@ same weights, placed on cuda:1 by ``PRIOR_SWAP_PRIOR_DEVICE``); ``stock_again`` 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support.comfy_env import import_comfy, load_pack, pack_module  # noqa: E402
 
 SD15 = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_transformer=True, legacy=False,
             adm_in_channels=None, in_channels=4, model_channels=320, num_res_blocks=[2, 2, 2, 2],
@@ -41,21 +42,6 @@ SDXL = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_tra
             transformer_depth_middle=10, use_linear_in_transformer=True, context_dim=2048, num_head_channels=64,
             transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
             use_temporal_attention=False, use_temporal_resblock=False)
-
-
-def load_pack():
-    """Import this repository as ComfyUI imports a custom node pack (a package named after its folder)."""
-    name = load_pack.name
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-load_pack.name = "comfyui_prior_swap_bench"
 
 
 def build_model(unet_config: dict, seed: int, device_kind: str):
@@ -181,9 +167,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     devices = list(range(min(gpus, 2)))
 
     def cache_of(label: str):
-        import importlib
-
-        fastpath = importlib.import_module(load_pack.name + ".py.fastpath")
+        fastpath = pack_module("py.fastpath")
         return fastpath.graph_cache_of(dict((v[0], v[1]) for v in variants)[label], "prior_swap_cfg")
 
     def pools_of(label: str) -> dict:
@@ -306,8 +290,6 @@ def main() -> int:
     args = parser.parse_args()
 
     import logging
-
-    from support.comfy_env import import_comfy
 
     pack_log = logging.getLogger("prior_swap_cfg")
     pack_log.setLevel(logging.INFO)

@@ -20,7 +20,6 @@ Writes ``toy_eval.json``, ``toy_eval.md`` (the table) and ``toy_eval.png`` (the 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -28,18 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.comfy_env import ROOT, import_comfy  # noqa: E402
+from support.comfy_env import ROOT, import_comfy, load_pack, pack_module  # noqa: E402
 
 REAL_SEED = 777_777  # the held-out real images: a seed the training script never uses
 
 
-def _pack_modules():
+def _toy_and_nodes():
+    """py/toy_pair.py and the pack's node classes, imported as ComfyUI imports the pack."""
     import_comfy()
-    from benchmark import load_pack
-
-    pack = load_pack()
-    return (importlib.import_module(pack.__name__ + ".py.toy_pair"),
-            importlib.import_module(pack.__name__ + ".py.insight_plot"), pack.NODE_CLASS_MAPPINGS)
+    return pack_module("py.toy_pair"), load_pack().NODE_CLASS_MAPPINGS
 
 
 def uncond_denoising_loss(patcher, toy, real, seed: int = 0) -> float:
@@ -65,7 +61,7 @@ def uncond_denoising_loss(patcher, toy, real, seed: int = 0) -> float:
 def evaluate(per_class: int = 30, gammas: tuple = (1.5, 3.0, 5.0, 7.5), steps: int = 20, seed: int = 0,
              finetune: Path | None = None, base: Path | None = None, log=print) -> dict:
     """Sample and score every setting; returns ``{"rows": [...], "settings": {...}}``."""
-    toy, _plot, pack_nodes = _pack_modules()
+    toy, pack_nodes = _toy_and_nodes()
     import torch
     import nodes  # ComfyUI's own node module: the stock KSampler
 
@@ -152,7 +148,8 @@ def plot(result: dict, path: Path, width: int = 720, height: int = 520) -> None:
     """FD and accuracy against γ, stock CFG vs prior swap, as a PNG (PIL only)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    _toy, insight_plot, _nodes = _pack_modules()
+    import_comfy()
+    insight_plot = pack_module("py.insight_plot")
     by = {m: [r for r in result["rows"] if r["method"] == m] for m in ("stock CFG", "prior swap")}
     gammas = [r["gamma"] for r in by["stock CFG"]]
     image = Image.new("RGB", (width, height), insight_plot.BG)

@@ -231,15 +231,7 @@ def test_guider_presets_and_missing_negative(frontend):
 
 def test_run_button_queues_the_workflow_and_it_runs(frontend, comfy):
     """The artist's last step: press Run in the frontend; ComfyUI executes the graph and shows the image."""
-    frontend.load_template("prior_swap_sd15_ksampler")
-    ids = {kind: frontend.node_id(kind) for kind in ("CheckpointLoaderSimple", "PriorCheckpointLoader",
-                                                     "EmptyLatentImage", "KSampler", "SaveImage", "PriorSwapCFG")}
-    frontend.set_widget(ids["CheckpointLoaderSimple"], "ckpt_name", "sd15_finetune.safetensors")
-    frontend.set_widget(ids["PriorCheckpointLoader"], "ckpt_name", "sd15_base.safetensors")
-    frontend.set_widget(ids["EmptyLatentImage"], "width", 64)
-    frontend.set_widget(ids["EmptyLatentImage"], "height", 64)
-    frontend.set_widget(ids["KSampler"], "steps", 2)
-    frontend.set_widget(ids["KSampler"], "seed", 2024)
+    ids = frontend.load_sd15_ksampler(steps=2, seed=2024)
     frontend.set_widget(ids["PriorSwapCFG"], "start_percent", 0.5)
     before = set(comfy.get("/history"))
     frontend.page.get_by_test_id("queue-button").click()

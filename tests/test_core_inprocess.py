@@ -2,29 +2,16 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 
 import pytest
 import torch
 
-from support.comfy_env import ROOT
+from support.comfy_env import pack_module
 
 
 def core(module: str):
     """A module of the pack's py/ core, imported the way ComfyUI imports the pack (as a package)."""
-    return importlib.import_module(f"{_pack().__name__}.py.{module}")
-
-
-def _pack():
-    """Import this repository as ComfyUI does: a package named after its folder."""
-    name = "comfyui_prior_swap_under_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return pack_module(f"py.{module}")
 
 
 @pytest.fixture(scope="module")

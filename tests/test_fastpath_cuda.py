@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 
 import pytest
 import torch
@@ -26,11 +25,11 @@ def bench():
 
 
 def _pack(bench, module: str):
-    return sys.modules[f"{bench.load_pack.name}.py.{module}"]
+    return bench.pack_module(f"py.{module}")
 
 
 def _nodes(bench):
-    return sys.modules[bench.load_pack.name].NODE_CLASS_MAPPINGS
+    return bench.load_pack().NODE_CLASS_MAPPINGS
 
 
 def _conds(bench):

@@ -24,15 +24,7 @@ def frontend(comfy):
 
 def test_curve_is_drawn_on_the_node_while_sampling_and_kept(frontend, comfy):
     fe = frontend
-    fe.load_template("prior_swap_sd15_ksampler")
-    ids = {kind: fe.node_id(kind) for kind in ("CheckpointLoaderSimple", "PriorCheckpointLoader",
-                                                "EmptyLatentImage", "KSampler", "PriorSwapCFG")}
-    fe.set_widget(ids["CheckpointLoaderSimple"], "ckpt_name", "sd15_finetune.safetensors")
-    fe.set_widget(ids["PriorCheckpointLoader"], "ckpt_name", "sd15_base.safetensors")
-    fe.set_widget(ids["EmptyLatentImage"], "width", 64)
-    fe.set_widget(ids["EmptyLatentImage"], "height", 64)
-    fe.set_widget(ids["KSampler"], "steps", 3)
-    fe.set_widget(ids["KSampler"], "seed", 4242)
+    ids = fe.load_sd15_ksampler(steps=3, seed=4242)
     # Put PriorSwapInsight between PriorSwapCFG and the KSampler, as an artist would.
     insight = fe.eval("""([swapId, ksId]) => {
         const g = window.app.graph, swap = g.getNodeById(swapId), ks = g.getNodeById(ksId);

@@ -5,16 +5,14 @@ weights committed to the repository, so a change that breaks loading, conditioni
 """
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
-from test_core_inprocess import _pack
+from test_core_inprocess import core
 
 
 def toy():
-    return importlib.import_module(f"{_pack().__name__}.py.toy_pair")
+    return core("toy_pair")
 
 
 def test_weights_are_small_and_load_as_comfyui_models():
@@ -55,7 +53,7 @@ def test_frechet_distance_is_zero_for_one_set_and_grows_with_a_shift():
 
 def test_unknown_shape_is_a_clear_error():
     tp = toy()
-    errors = importlib.import_module(f"{_pack().__name__}.py.errors")
+    errors = core("errors")
     with pytest.raises(errors.PriorSwapError, match="Unknown toy shape 'hexagon'.*disk"):
         tp.toy_conditioning("disk, hexagon")
 

@@ -27,18 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.comfy_env import import_comfy  # noqa: E402
+from support.comfy_env import import_comfy, pack_module  # noqa: E402
 
 
 def toy_module():
-    """Import py/toy_pair.py the way ComfyUI imports the pack (a package), after ComfyUI itself."""
+    """py/toy_pair.py, imported the way ComfyUI imports the pack (a package), after ComfyUI itself."""
     import_comfy()
-    from benchmark import load_pack
-
-    pack = load_pack()
-    import importlib
-
-    return importlib.import_module(pack.__name__ + ".py.toy_pair")
+    return pack_module("py.toy_pair")
 
 
 def _ema_update(ema, model, decay: float) -> None:

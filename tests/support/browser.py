@@ -130,6 +130,19 @@ class Frontend:
         return self.eval("(id) => Object.fromEntries(window.app.graph.getNodeById(id).widgets"
                          ".filter(w => w.name).map(w => [w.name, w.value]))", node_id)
 
+    def load_sd15_ksampler(self, steps: int, seed: int) -> dict[str, int]:
+        """The `prior_swap_sd15_ksampler` template on the test server's stand-ins at 64 px: node ids by class."""
+        self.load_template("prior_swap_sd15_ksampler")
+        ids = {kind: self.node_id(kind) for kind in ("CheckpointLoaderSimple", "PriorCheckpointLoader",
+                                                      "EmptyLatentImage", "KSampler", "SaveImage", "PriorSwapCFG")}
+        self.set_widget(ids["CheckpointLoaderSimple"], "ckpt_name", "sd15_finetune.safetensors")
+        self.set_widget(ids["PriorCheckpointLoader"], "ckpt_name", "sd15_base.safetensors")
+        self.set_widget(ids["EmptyLatentImage"], "width", 64)
+        self.set_widget(ids["EmptyLatentImage"], "height", 64)
+        self.set_widget(ids["KSampler"], "steps", steps)
+        self.set_widget(ids["KSampler"], "seed", seed)
+        return ids
+
     def reload_graph(self) -> dict:
         """Save the workflow as the frontend does, reload the page and load the saved JSON: returns it."""
         saved = self.graph_to_prompt()["workflow"]

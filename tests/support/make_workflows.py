@@ -52,6 +52,17 @@ def _sd15_text2img(g: UIGraph, *, prior_col: int = 0):
     return ckpt, prior, pos, neg, latent
 
 
+def _sample_with_guider(g: UIGraph, guider, ckpt, latent, *, steps: int, prefix: str, noise_col: int) -> None:
+    """SamplerCustomAdvanced with ``guider`` (euler, normal schedule), decoded and saved."""
+    noise = g.add("RandomNoise", col=noise_col, noise_seed=42)
+    select = g.add("KSamplerSelect", col=3, sampler_name="euler")
+    sigmas = g.add("BasicScheduler", col=3, model=ckpt[0], scheduler="normal", steps=steps, denoise=1.0)
+    sample = g.add("SamplerCustomAdvanced", col=3, noise=noise[0], guider=guider[0], sampler=select[0],
+                   sigmas=sigmas[0], latent_image=latent)
+    decode = g.add("VAEDecode", col=4, samples=sample[0], vae=ckpt[2])
+    g.add("SaveImage", col=4, images=decode[0], filename_prefix=prefix)
+
+
 def sd15_ksampler(g: UIGraph) -> None:
     g.note(f"""## Prior Swap CFG: SD1.5 fine-tune + SD1.5 base, stock KSampler
 
@@ -106,13 +117,7 @@ guider is ComfyUI's DualCFGGuider.""", size=(440, 440))
     guider = g.add("PriorSwapDualCFGGuider", col=2, title="Prior Swap Dual CFG (paper: γ_T 7.5, γ_I 1.5)", node_width=360,
                    model=ckpt[0], prior=prior[0], cond1=cond[0], cond2=cond[1], negative=empty[0], cfg_conds=7.5,
                    cfg_cond2_negative=1.5, style="regular", prior_weight=1.0, start_percent=0.0, end_percent=1.0)
-    noise = g.add("RandomNoise", col=3, noise_seed=42)
-    select = g.add("KSamplerSelect", col=3, sampler_name="euler")
-    sigmas = g.add("BasicScheduler", col=3, model=ckpt[0], scheduler="normal", steps=30, denoise=1.0)
-    sample = g.add("SamplerCustomAdvanced", col=3, noise=noise[0], guider=guider[0], sampler=select[0],
-                   sigmas=sigmas[0], latent_image=cond[2])
-    decode = g.add("VAEDecode", col=4, samples=sample[0], vae=ckpt[2])
-    g.add("SaveImage", col=4, images=decode[0], filename_prefix="prior_swap/ip2p")
+    _sample_with_guider(g, guider, ckpt, cond[2], steps=30, prefix="prior_swap/ip2p", noise_col=3)
 
 
 def zero123_sd21(g: UIGraph) -> None:
@@ -192,13 +197,7 @@ the scheduler or the noise as with any guider.""", size=(440, 380))
     ckpt, prior, pos, neg, latent = _sd15_text2img(g)
     guider = g.add("PriorSwapGuider", col=2, model=ckpt[0], prior=prior[0], positive=pos[0], cfg=7.5,
                    prior_weight=1.0, start_percent=0.0, end_percent=1.0, negative=neg[0])
-    noise = g.add("RandomNoise", col=2, noise_seed=42)
-    select = g.add("KSamplerSelect", col=3, sampler_name="euler")
-    sigmas = g.add("BasicScheduler", col=3, model=ckpt[0], scheduler="normal", steps=25, denoise=1.0)
-    sample = g.add("SamplerCustomAdvanced", col=3, noise=noise[0], guider=guider[0], sampler=select[0],
-                   sigmas=sigmas[0], latent_image=latent[0])
-    decode = g.add("VAEDecode", col=4, samples=sample[0], vae=ckpt[2])
-    g.add("SaveImage", col=4, images=decode[0], filename_prefix="prior_swap/guider")
+    _sample_with_guider(g, guider, ckpt, latent[0], steps=25, prefix="prior_swap/guider", noise_col=2)
 
 
 def side_by_side_sd15(g: UIGraph) -> None:
