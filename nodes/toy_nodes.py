@@ -1,67 +1,62 @@
 """Nodes of the toy pair (py/toy_pair.py): the small base/fine-tune pair trained by this project."""
 from __future__ import annotations
 
+from comfy_api.latest import io
+
 from ..py.toy_pair import CLASSES, EMPTY, load_toy_model, toy_conditioning
+from .common import CATEGORY as PACK_CATEGORY
 
-CATEGORY = "sampling/prior_swap/toy pair"
+CATEGORY = f"{PACK_CATEGORY}/toy pair"
 
 
-class PriorSwapToyModelLoader:
+class PriorSwapToyModelLoader(io.ComfyNode):
     """Load one model of the toy pair shipped with the pack."""
 
-    DESCRIPTION = ("Loads the pack's toy pair, trained here on 16×16 coloured shapes: 'base' is an unconditional "
-                   "model (use it as the prior), 'finetune' a class-conditional fine-tune of it trained with CFG "
-                   "dropout on a fraction of the base's data. Pixel space: decode with Load VAE → pixel_space, start from Empty "
-                   "Chroma Radiance Latent Image at 16×16.")
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PriorSwapToyModelLoader",
+            display_name="Load Toy Pair Model (Prior Swap)",
+            category=CATEGORY,
+            description=("Loads the pack's toy pair, trained here on 16×16 coloured shapes: 'base' is an "
+                         "unconditional model (use it as the prior), 'finetune' a class-conditional fine-tune of it "
+                         "trained with CFG dropout on a fraction of the base's data. Pixel space: decode with Load "
+                         "VAE → pixel_space, start from Empty Chroma Radiance Latent Image at 16×16."),
+            inputs=[io.Combo.Input("model", options=["finetune", "base"],
+                                   tooltip="finetune: the conditional model you sample; base: its unconditional "
+                                           "prior.")],
+            # The output is named "model" like the input; V3 ids must differ, so only the display name says it.
+            outputs=[io.Model.Output(display_name="model", tooltip="The toy diffusion model (ComfyUI's UNetModel, "
+                                                                   "ε-prediction, pixel space).")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (["finetune", "base"], {
-                "tooltip": "finetune: the conditional model you sample; base: its unconditional prior."}),
-        }}
-
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The toy diffusion model (ComfyUI's UNetModel, ε-prediction, pixel space).",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-
-    def load(self, model: str):
-        return (load_toy_model(model),)
+    def execute(cls, model: str) -> io.NodeOutput:
+        return io.NodeOutput(load_toy_model(model))
 
 
-class PriorSwapToyCondition:
+class PriorSwapToyCondition(io.ComfyNode):
     """The toy pair's conditioning: which shape to draw (or ∅)."""
 
-    DESCRIPTION = ("Conditioning for the toy pair, the way a text encoder makes it for a real model. One shape, "
-                   "or a comma-separated list: a latent batch cycles through the list. 'empty' is ∅, the "
-                   "unconditional condition (use it as the negative and as the prior's negative).")
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="PriorSwapToyCondition",
+            display_name="Toy Pair Condition (Prior Swap)",
+            category=CATEGORY,
+            description=("Conditioning for the toy pair, the way a text encoder makes it for a real model. One shape, "
+                         "or a comma-separated list: a latent batch cycles through the list. 'empty' is ∅, the "
+                         "unconditional condition (use it as the negative and as the prior's negative)."),
+            inputs=[io.String.Input("shapes", default="disk", multiline=False,
+                                    tooltip=f"One of: {', '.join(CLASSES)}, or {EMPTY}. A comma-separated list makes "
+                                            "a batch of conditions.")],
+            outputs=[io.Conditioning.Output(display_name="conditioning",
+                                            tooltip="Cross-attention conditioning of the toy pair.")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "shapes": ("STRING", {
-                "default": "disk", "multiline": False,
-                "tooltip": f"One of: {', '.join(CLASSES)}, or {EMPTY}. A comma-separated list makes a batch "
-                           "of conditions."}),
-        }}
-
-    RETURN_TYPES = ("CONDITIONING",)
-    RETURN_NAMES = ("conditioning",)
-    OUTPUT_TOOLTIPS = ("Cross-attention conditioning of the toy pair.",)
-    FUNCTION = "encode"
-    CATEGORY = CATEGORY
-
-    def encode(self, shapes: str):
-        return (toy_conditioning(shapes),)
+    def execute(cls, shapes: str) -> io.NodeOutput:
+        return io.NodeOutput(toy_conditioning(shapes))
 
 
-NODE_CLASS_MAPPINGS = {
-    "PriorSwapToyModelLoader": PriorSwapToyModelLoader,
-    "PriorSwapToyCondition": PriorSwapToyCondition,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "PriorSwapToyModelLoader": "Load Toy Pair Model (Prior Swap)",
-    "PriorSwapToyCondition": "Toy Pair Condition (Prior Swap)",
-}
+NODES = [PriorSwapToyModelLoader, PriorSwapToyCondition]

@@ -126,9 +126,9 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     pos, neg = conditioning(unet_config, size, 10), conditioning(unet_config, size, 11)
     prior_neg = conditioning(unet_config, size, 12)
     weights = ft.model_size()
-    prior = nodes["PriorFromModel"]().make(prior_model, prior_neg)[0]
-    swapped = nodes["PriorSwapCFG"]().patch(ft, prior, 1.0, 0.0, 1.0)[0]
-    insight = nodes["PriorSwapInsight"]().mark(swapped)[0]
+    prior = nodes["PriorFromModel"].execute(prior_model, prior_neg)[0]
+    swapped = nodes["PriorSwapCFG"].execute(ft, prior, 1.0, 0.0, 1.0)[0]
+    insight = nodes["PriorSwapInsight"].execute(swapped)[0]
     gpus = torch.cuda.device_count() if device_kind == "cuda" else 0
     want = lambda label: not only or label in only  # noqa: E731
     swapped_2gpu = None
@@ -137,10 +137,10 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         # so a prior shared with the one-GPU variants would stay on cuda:0.
         prior_copy = comfy.model_patcher.ModelPatcher(copy.deepcopy(prior_model.model), load_device=mm.get_torch_device(),
                                                       offload_device=mm.unet_offload_device())
-        prior2 = nodes["PriorFromModel"]().make(prior_copy, prior_neg)[0]
+        prior2 = nodes["PriorFromModel"].execute(prior_copy, prior_neg)[0]
         os.environ["PRIOR_SWAP_PRIOR_DEVICE"] = "cuda:1"
         try:
-            swapped_2gpu = nodes["PriorSwapCFG"]().patch(ft, prior2, 1.0, 0.0, 1.0)[0]
+            swapped_2gpu = nodes["PriorSwapCFG"].execute(ft, prior2, 1.0, 0.0, 1.0)[0]
         finally:
             os.environ.pop("PRIOR_SWAP_PRIOR_DEVICE")
 
@@ -309,7 +309,7 @@ def main() -> int:
         total = torch.cuda.get_device_properties(0).total_memory / 2**30
         comfy.cli_args.args.reserve_vram = max(0.0, total - args.simulate_vram_gb)
     pack = load_pack()
-    nodes = pack.NODE_CLASS_MAPPINGS
+    nodes = pack_module("nodes").NODE_CLASS_MAPPINGS  # V3 node classes by id (#17)
     from support.checkpoints import unet_config as small_unet
 
     if args.device == "cuda":

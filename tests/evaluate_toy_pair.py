@@ -35,7 +35,7 @@ REAL_SEED = 777_777  # the held-out real images: a seed the training script neve
 def _toy_and_nodes():
     """py/toy_pair.py and the pack's node classes, imported as ComfyUI imports the pack."""
     import_comfy()
-    return pack_module("py.toy_pair"), load_pack().NODE_CLASS_MAPPINGS
+    return pack_module("py.toy_pair"), pack_module("nodes").NODE_CLASS_MAPPINGS  # V3 node classes by id (#17)
 
 
 def uncond_denoising_loss(patcher, toy, real, seed: int = 0) -> float:
@@ -67,13 +67,13 @@ def evaluate(per_class: int = 30, gammas: tuple = (1.5, 3.0, 5.0, 7.5), steps: i
 
     def load(which: str, path: Path | None):
         if path is None:
-            return pack_nodes["PriorSwapToyModelLoader"]().load(which)[0]
+            return pack_nodes["PriorSwapToyModelLoader"].execute(which)[0]
         return toy.load_toy_model(which, path)
 
     finetune_model, base_model = load("finetune", finetune), load("base", base)
-    empty = pack_nodes["PriorSwapToyCondition"]().encode(toy.EMPTY)[0]
-    prior = pack_nodes["PriorFromModel"]().make(base_model, empty)[0]
-    swapped = pack_nodes["PriorSwapCFG"]().patch(finetune_model, prior, 1.0, 0.0, 1.0)[0]
+    empty = pack_nodes["PriorSwapToyCondition"].execute(toy.EMPTY)[0]
+    prior = pack_nodes["PriorFromModel"].execute(base_model, empty)[0]
+    swapped = pack_nodes["PriorSwapCFG"].execute(finetune_model, prior, 1.0, 0.0, 1.0)[0]
 
     count = per_class * len(toy.CLASSES)
     labels = torch.arange(count) % len(toy.CLASSES)

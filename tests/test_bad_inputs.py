@@ -192,7 +192,7 @@ def test_name_outside_the_folder_cannot_leave_it_in_process():
     nodes = importlib.import_module(f"{core('prior').__name__.rsplit('.', 2)[0]}.nodes.prior_nodes")
     with pytest.raises(errors.PriorSwapError, match=r"^PriorCheckpointLoader: '\.\./\.\./\.\./\.\./etc/hostname' is "
                                                     r"not in the checkpoints folder"):
-        nodes.PriorCheckpointLoader().load("../../../../etc/hostname", "")
+        nodes.PriorCheckpointLoader.execute("../../../../etc/hostname", "")
 
 
 # -- NaN / inf from the prior ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ def _pack(bench, module: str):
 
 
 def _nodes(bench):
-    return bench.load_pack().NODE_CLASS_MAPPINGS
+    return bench.pack_module("nodes").NODE_CLASS_MAPPINGS  # V3 node classes by id (#17)
 
 
 def _conds(bench):
@@ -43,8 +43,8 @@ def _swapped(bench, ft, prior_model, **env):
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        prior = nodes["PriorFromModel"]().make(prior_model, prior_neg)[0]
-        return nodes["PriorSwapCFG"]().patch(ft, prior, 1.0, 0.0, 1.0)[0]
+        prior = nodes["PriorFromModel"].execute(prior_model, prior_neg)[0]
+        return nodes["PriorSwapCFG"].execute(ft, prior, 1.0, 0.0, 1.0)[0]
     finally:
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -180,7 +180,7 @@ def test_overlap_on_a_second_stream_equals_sequential(bench):
 def test_insight_on_gpu_records_every_step(bench):
     ft, prior_model = _pair(bench, 71)
     swapped = _swapped(bench, ft, prior_model)
-    measured = _nodes(bench)["PriorSwapInsight"]().mark(swapped)[0]
+    measured = _nodes(bench)["PriorSwapInsight"].execute(swapped)[0]
     out = _sample(bench, measured)
     record = _pack(bench, "insight").last_run(measured)
     assert record["done"] and len(record["steps"]) == STEPS

@@ -1,31 +1,128 @@
-"""The pack loads in the real ComfyUI and every node is registered with its inputs and tooltips."""
+"""The pack loads in the real ComfyUI as a V3 extension and every node is registered as it was in V1.
+
+``tests/data/object_info_v1.json`` is ``/object_info`` of the pack's nodes as ComfyUI 0.3.75 served them
+when the nodes were still V1 classes (recorded from a running server before the V3 migration, with
+``sd15_base.safetensors`` and ``sd15_finetune.safetensors`` in the checkpoints folder). The V3 nodes must
+serve the same ids, display names, categories, descriptions, inputs (names, order, types, defaults,
+min/max/step/round, tooltips, multiline), hidden inputs and outputs (types, names, tooltips, list flags).
+
+The V3 serializer (``comfy_api.latest._io.Schema.get_v1_info`` in 0.3.75) forces three differences, and
+only these are allowed (each asserted exactly, not ignored):
+
+1. A combo is ``["COMBO", {"options": [...], "multiselect": false, ...}]`` instead of V1's
+   ``[[...], {...}]``: the same choices, moved into the options dict (both frontends read both forms).
+2. A hidden input is ``{"unique_id": ["UNIQUE_ID"]}`` instead of ``{"unique_id": "UNIQUE_ID"}``.
+3. Three node flags V1 left out: ``deprecated``, ``experimental``, ``api_node``, all ``false``.
+"""
 from __future__ import annotations
 
-EXPECTED = {
-    "PriorCheckpointLoader": ["ckpt_name", "negative_prompt"],
-    "PriorFromModel": ["model", "negative"],
-    "PriorSwapCFG": ["model", "prior", "prior_weight", "start_percent", "end_percent"],
-    "PriorSwapGuider": ["model", "prior", "positive", "cfg", "prior_weight", "start_percent", "end_percent", "negative"],
-    "PriorSwapDualCFGGuider": ["model", "prior", "cond1", "cond2", "negative", "cfg_conds", "cfg_cond2_negative",
-                               "style", "prior_weight", "start_percent", "end_percent"],
-    "PriorSwapInsight": ["model"],
-    "PriorSwapInsightPlot": ["model", "samples", "x_axis", "width", "height"],
-    "PriorSwapToyModelLoader": ["model"],
-    "PriorSwapToyCondition": ["shapes"],
-}
+import copy
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+V1_RECORDING = Path(__file__).resolve().parent / "data" / "object_info_v1.json"
+V1_INFO: dict = json.loads(V1_RECORDING.read_text())
+# The checkpoints folder the V1 recording was made with; the live list is the server's folder instead.
+RECORDED_CHECKPOINTS = ["sd15_base.safetensors", "sd15_finetune.safetensors"]
+V3_ONLY_FLAGS = {"deprecated": False, "experimental": False, "api_node": False}
+PACK_MODULE = "custom_nodes.comfyui-prior-swap"
 
 
-def test_every_node_registered_with_inputs_and_tooltips(comfy):
+def as_v1(node: str, live: dict, checkpoints: list[str]) -> dict:
+    """``live`` (a V3 node's /object_info) with the three serializer differences undone; fails on any other."""
+    out = copy.deepcopy(live)
+    for flag, value in V3_ONLY_FLAGS.items():
+        assert out.pop(flag, "missing") is value, f"{node}: V3 flag {flag!r} should be {value}"
+    for section in ("required", "optional"):
+        for name, spec in out["input"].get(section, {}).items():
+            if spec[0] != "COMBO":
+                continue
+            options = spec[1]
+            assert options.pop("multiselect") is False, f"{node}.{name}: a plain combo, not multiselect"
+            choices = options.pop("options")
+            if name == "ckpt_name":  # the checkpoints folder of this server instead of the recording's
+                assert choices == checkpoints, f"{node}.{name} does not list the checkpoints folder"
+                choices = RECORDED_CHECKPOINTS
+            out["input"][section][name] = [choices, *spec[1:]]
+    for name, spec in out["input"].get("hidden", {}).items():
+        assert isinstance(spec, list) and len(spec) == 1, f"{node}: hidden {name} as V3 serializes it"
+        out["input"]["hidden"][name] = spec[0]
+    return out
+
+
+def test_v1_recording_covers_the_pack():
+    assert sorted(V1_INFO) == ["PriorCheckpointLoader", "PriorFromModel", "PriorSwapCFG", "PriorSwapDualCFGGuider",
+                               "PriorSwapGuider", "PriorSwapInsight", "PriorSwapInsightPlot", "PriorSwapToyCondition",
+                               "PriorSwapToyModelLoader"]
+    assert all(spec["python_module"] == PACK_MODULE for spec in V1_INFO.values())
+
+
+@pytest.mark.parametrize("node", sorted(V1_INFO))
+def test_object_info_same_as_v1(comfy, node):
+    """Field by field: the V3 node serves what the V1 node served, but for the three forced differences."""
+    live = comfy.get(f"/object_info/{node}")[node]
+    checkpoints = comfy.get("/models/checkpoints")
+    recorded = V1_INFO[node]
+    got = as_v1(node, live, checkpoints)
+    assert sorted(got) == sorted(recorded), f"{node}: top-level fields differ"
+    assert got["input_order"] == {s: list(live["input"][s]) for s in live["input"]}, f"{node}: input_order vs input"
+    for field in sorted(recorded):
+        if field == "input":
+            continue
+        assert got[field] == recorded[field], f"{node}.{field}: {got[field]!r} != V1 {recorded[field]!r}"
+    assert sorted(got["input"]) == sorted(recorded["input"]), f"{node}: input sections differ"
+    for section, inputs in recorded["input"].items():
+        # The recording's dicts are key-sorted; the order is compared through the input_order field above.
+        assert sorted(got["input"][section]) == sorted(inputs), f"{node}: {section} inputs differ"
+        for name, spec in inputs.items():
+            assert got["input"][section][name] == spec, f"{node}.{name}: {got['input'][section][name]!r} != V1 {spec!r}"
+
+
+def test_nodes_are_v3_and_the_pack_enters_through_comfy_entrypoint(comfy):
+    """ComfyUI loads a package with NODE_CLASS_MAPPINGS as V1; ours has only comfy_entrypoint."""
+    import asyncio
+
+    from comfy_api.latest import ComfyExtension, io
+    from support.comfy_env import load_pack, pack_module
+
+    pack = load_pack()
+    assert not hasattr(pack, "NODE_CLASS_MAPPINGS") and not hasattr(pack, "NODE_DISPLAY_NAME_MAPPINGS")
+    assert pack.WEB_DIRECTORY == "./js"
+    assert inspect.iscoroutinefunction(pack.comfy_entrypoint)
+    extension = asyncio.run(pack.comfy_entrypoint())
+    assert isinstance(extension, ComfyExtension)
+    nodes = asyncio.run(extension.get_node_list())
+    assert all(issubclass(n, io.ComfyNode) for n in nodes)
+    ids = [n.GET_SCHEMA().node_id for n in nodes]
+    assert sorted(ids) == sorted(V1_INFO)
+    # For scripts: nodes.NODE_CLASS_MAPPINGS maps each id to its class (classes are named after their ids).
+    assert pack_module("nodes").NODE_CLASS_MAPPINGS == dict(zip(ids, nodes))
+    log = comfy.log_text()
+    assert "comfy_entrypoint in" not in log, "ComfyUI could not use the pack's comfy_entrypoint"
+    assert "lack of NODE_CLASS_MAPPINGS" not in log
+
+
+def test_node_modules_stay_thin():
+    """Nodes declare inputs and call py/: no torch, no sampling code in nodes/."""
+    from support.comfy_env import ROOT
+
+    for path in sorted((ROOT / "nodes").glob("*.py")):
+        text = path.read_text()
+        assert "import torch" not in text and "comfy.samplers" not in text, path.name
+
+
+def test_every_node_has_tooltips_and_a_description(comfy):
     info = comfy.get("/object_info")
-    for node, inputs in EXPECTED.items():
-        assert node in info, f"{node} not registered"
+    for node in V1_INFO:
         spec = info[node]
         declared = {**spec["input"].get("required", {}), **spec["input"].get("optional", {})}
-        assert list(declared) == inputs
         for name, (_type, *options) in declared.items():
             assert options and options[0].get("tooltip"), f"{node}.{name} has no tooltip"
+        assert all(spec["output_tooltips"]), f"{node} has an output without a tooltip"
         assert spec["description"], f"{node} has no description"
-        assert spec["python_module"].startswith("custom_nodes.")
 
 
 def test_pack_imported_without_error(comfy):
@@ -35,8 +132,8 @@ def test_pack_imported_without_error(comfy):
 
 
 def test_stand_in_checkpoints_listed(comfy):
-    names = comfy.get("/object_info/PriorCheckpointLoader")["PriorCheckpointLoader"]["input"]["required"]["ckpt_name"][0]
-    assert {"sd15_base.safetensors", "sd15_finetune.safetensors", "ip2p_finetune.safetensors"} <= set(names)
+    spec = comfy.get("/object_info/PriorCheckpointLoader")["PriorCheckpointLoader"]["input"]["required"]["ckpt_name"]
+    assert {"sd15_base.safetensors", "sd15_finetune.safetensors", "ip2p_finetune.safetensors"} <= set(spec[1]["options"])
 
 
 def test_frontend_extension_served(comfy):
