@@ -390,5 +390,10 @@ def _placed_prior(model: Any, prior: Prior, graphs: GraphCache) -> Any:
         return prior.model
     placed = prior.model.clone()
     placed.load_device = device
+    # Newer ComfyUI's ModelPatcherDynamic keeps per-device state keyed by load_device: code that retargets a
+    # patcher must register the new device (as upstream's own deepclone_multigpu does), else
+    # partially_unload_ram() raises KeyError. 0.3.75's ModelPatcher has no such method and needs none.
+    if hasattr(placed, "register_load_device"):
+        placed.register_load_device(device)
     placed.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, KEY, _detach_callback(graphs))
     return placed
