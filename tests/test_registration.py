@@ -129,6 +129,7 @@ def test_pack_imported_without_error(comfy):
     log = comfy.log_text()
     assert "comfyui-prior-swap" in log
     assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if "prior-swap" in l)
+    assert "Unable to parse pyproject.toml" not in log  # ComfyUI reads the pack's [tool.comfy] at load
 
 
 def test_stand_in_checkpoints_listed(comfy):
