@@ -10,7 +10,7 @@ cache, then traces a whole forward and instantiates the graph), so the graphs ar
 runs while what they read stays where it was. A graph bakes in the *addresses* of the weights, not their
 values, so it is replayed only while, for its model, the weight patches (``current_weight_patches_uuid``)
 and the address of every parameter and buffer are those it was captured with — checked once per run —
-and for the same input shapes, dtypes and inner wrappers. Graphs are dropped when
+and for the same argument layout, scalar values and input shapes and dtypes. Graphs are dropped when
 
 * a run sees another weight state for the model (LoRA or other patches changed, weights moved: stale
   graphs of that model are freed at once),
@@ -26,9 +26,14 @@ after the other on one stream and each output is copied out right after its repl
 about one batch-1 forward's activations instead of one per graph. (Where the two models are replayed
 concurrently on two streams, ``PRIOR_SWAP_OVERLAP=1``, each model gets its own pool.)
 
-The graph is used only where replay gives the eager result: the model fully loaded on the GPU (no
-lowvram streaming), no ControlNet, no attention/transformer patches and no weight hooks (their Python
-code or weights may change per step), only tensor inputs. Anything else runs eagerly.
+The graph wraps ``BaseModel.apply_model`` (an APPLY_MODEL wrapper), the one call every model family goes
+through whatever its forward's arguments: tensors (in lists, tuples or dicts too) become the graph's inputs,
+None and scalar values (a frame rate, a method name) part of its key. It is used only where replay gives the
+eager result: the model fully loaded on the GPU (no lowvram streaming), no ControlNet or other Python object
+among the inputs, no attention/transformer patches, no other node's APPLY_MODEL or DIFFUSION_MODEL wrapper
+(TorchCompileModel, EasyCache), no ``transformer_options`` a forward reads as Python values (context windows,
+RoPE options), no weight hooks (their Python code or weights may change per step). Anything else runs
+eagerly, and so does a shape whose capture failed (a forward that syncs with the host).
 ``PRIOR_SWAP_CUDA_GRAPHS=0`` switches the fast path off.
 """
 from __future__ import annotations
@@ -75,7 +80,7 @@ def _fully_loaded(base_model: Any) -> bool:
             and getattr(base_model, "lowvram_patch_counter", 0) == 0)
 
 
-_PATCH_KEYS = ("patches", "patches_replace", "optimized_attention_override")
+_PATCH_KEYS = ("patches", "patches_replace")
 
 
 def _has_patches(transformer_options: dict) -> bool:
@@ -129,6 +134,7 @@ class GraphCache:
         self.pools: dict[tuple, Any] = {}
         self.pool_bytes: dict[int, int] = {}  # device index → memory its pools took from the device
         self.in_run = False
+        self.busy = False  # capturing: a call of this cache nested in the captured one runs as it is
         self.separate_pools = False  # this run replays the two models concurrently (PRIOR_SWAP_OVERLAP)
         self._states: dict[int, tuple] = {}  # id(BaseModel) → weights_state, computed once per run
         self.replays = self.eager = self.captures = 0
@@ -209,55 +215,57 @@ class GraphCache:
                 log.info("PriorSwapCFG: %d CUDA graph(s) dropped: the model's weights or patches changed.", len(stale))
         return state
 
-    # -- the DIFFUSION_MODEL wrapper --------------------------------------------------------------
+    # -- the APPLY_MODEL wrapper ------------------------------------------------------------------
     def wrapper(self, base_model: Any) -> Callable:
-        """A DIFFUSION_MODEL wrapper for ``base_model`` (the BaseModel whose diffusion_model it wraps)."""
+        """An APPLY_MODEL wrapper for ``base_model`` (the BaseModel whose ``apply_model`` it wraps).
+
+        ``BaseModel.apply_model`` is the one call every model family goes through (SD3's MMDiT and PixArt
+        never call the DIFFUSION_MODEL wrappers; the others call them with their own argument lists), so the
+        wrapper takes whatever arguments it is given and passes every one through unchanged.
+        """
         cache = self
 
-        def graphed_forward(executor: Callable, x, timesteps, context, y, control, transformer_options, **kwargs):
-            tensors = (x, timesteps, context, y, *kwargs.values())
-            if not (cache.in_run and enabled() and x.is_cuda and control is None and _fully_loaded(base_model)
-                    and not _has_patches(transformer_options) and not _weight_hooks(base_model)
-                    and all(t is None or isinstance(t, torch.Tensor) for t in tensors)):
+        def graphed_apply_model(executor: Callable, *args, **kwargs):
+            if cache.busy:  # inside this cache's own capture
+                return executor(*args, **kwargs)
+            call = None
+            if cache.in_run and enabled():
+                call = _replayable_call(executor, base_model, args, kwargs)
+            if call is None:  # outside a run, or a model, input or wrapper a replay would not reproduce
                 cache.eager += 1
-                return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
-            index = x.device.index if x.device.index is not None else torch.cuda.current_device()
-            # Wrappers after this one run inside the graph; another set of them is another graph.
-            inner = tuple(id(w) for w in getattr(executor, "wrappers", [])[getattr(executor, "idx", 0) + 1:])
-            shapes = tuple(None if t is None else (tuple(t.shape), t.dtype) for t in tensors)
+                return executor(*args, **kwargs)
+            index = call.x.device.index if call.x.device.index is not None else torch.cuda.current_device()
             tag = id(base_model) if cache.separate_pools else None
-            key = (id(base_model), cache._state(base_model), inner, tuple(kwargs), shapes, index, tag)
+            key = (id(base_model), cache._state(base_model), call.structure, call.shapes, index, tag)
             entry = cache.graphs.get(key)
             if entry is None:
                 if key in cache.failed or cache.captures >= MAX_CAPTURES_PER_RUN:
                     cache.eager += 1
-                    return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+                    return executor(*args, **kwargs)
                 try:
-                    warm = (index, tag, id(base_model), shapes)  # per capture stream: its cuBLAS workspace
-                    entry = cache._capture(executor, base_model, tensors, tuple(kwargs), transformer_options, index,
-                                           tag, warm_up=warm not in _WARMED)
+                    warm = (index, tag, id(base_model), call.shapes)  # per capture stream: its cuBLAS workspace
+                    entry = cache._capture(executor, base_model, call, index, tag, warm_up=warm not in _WARMED)
                     _WARMED.add(warm)
                 except Exception as e:  # capture can fail on ops that sync; run eagerly from then on
                     log.warning("PriorSwapCFG: CUDA graph capture failed (%s); running this shape eagerly.", e)
                     cache.failed.add(key)
                     cache.eager += 1
-                    return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+                    return executor(*args, **kwargs)
                 cache.graphs[key] = entry
                 while len(cache.graphs) > MAX_GRAPHS:
                     cache.graphs.popitem(last=False)
             else:
                 cache.graphs.move_to_end(key)
             with torch.cuda.device(index):  # replay launches on the current device's stream
-                for buf, value in zip(entry.static_in, tensors):
-                    if buf is not None:
-                        buf.copy_(value)
+                for buf, value in zip(entry.static_in, call.tensors):
+                    buf.copy_(value)
                 entry.graph.replay()
                 cache.replays += 1
                 # Copied out at once: a graph captured later in the shared pool may overwrite this buffer.
                 return entry.static_out.clone()
 
-        graphed_forward.graph_cache = cache  # for tests and the benchmark
-        return graphed_forward
+        graphed_apply_model.graph_cache = cache  # for tests and the benchmark
+        return graphed_apply_model
 
     def _pool(self, index: int, tag: Any) -> Any:
         pool = self.pools.get((index, tag))
@@ -265,35 +273,148 @@ class GraphCache:
             pool = self.pools[(index, tag)] = torch.cuda.graph_pool_handle()
         return pool
 
-    def _capture(self, executor: Callable, base_model: Any, tensors: tuple, kw_names: tuple,
-                 transformer_options: dict, index: int, tag: Any = None, warm_up: bool = True) -> _Graph:
+    def _capture(self, executor: Callable, base_model: Any, call: "_Call", index: int, tag: Any = None,
+                 warm_up: bool = True) -> _Graph:
         started = time.perf_counter()
         with torch.cuda.device(index):
-            static_in = [t.clone() if isinstance(t, torch.Tensor) else None for t in tensors]
-            sx, st, sc, sy, *skw = static_in
-            static_kwargs = dict(zip(kw_names, skw))
+            static_in = [t.clone() for t in call.tensors]
+            args, kwargs = call.rebuild(static_in)
             stream = _capture_stream(index, tag)
             stream.wait_stream(torch.cuda.current_stream())
-            if warm_up:
-                with torch.cuda.stream(stream):  # warm-up off the capture, as torch.cuda.graphs requires
-                    executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()  # torch.cuda.graph does this too; here so the pool's growth is measured
-            reserved = torch.cuda.memory_reserved()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool(index, tag), stream=stream):
-                static_out = executor(sx, st, sc, sy, None, transformer_options, **static_kwargs)
+            self.busy = True  # a nested call of this cache (another wrapper level) runs as it is
+            try:
+                if warm_up:
+                    with torch.cuda.stream(stream):  # warm-up off the capture, as torch.cuda.graphs requires
+                        executor(*args, **kwargs)
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()  # torch.cuda.graph does this too; here so the pool's growth is measured
+                reserved = torch.cuda.memory_reserved()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=self._pool(index, tag), stream=stream):
+                    static_out = executor(*args, **kwargs)
+            finally:
+                self.busy = False
+            if not isinstance(static_out, torch.Tensor):
+                raise TypeError(f"the model returned {type(static_out).__name__}, not a tensor")
             self.pool_bytes[index] = self.pool_bytes.get(index, 0) + max(0, torch.cuda.memory_reserved() - reserved)
         self.captures += 1
         self.capture_s += time.perf_counter() - started
         return _Graph(graph, static_in, static_out, index, weakref.ref(base_model))
 
 
-def graph_cache_of(model_patcher: Any, key: str) -> GraphCache | None:
-    """The GraphCache of a model patched by this pack (its DIFFUSION_MODEL wrapper under ``key``), or None."""
+# transformer_options keys a replay reproduces: the host's per-call bookkeeping (its tensors are graph inputs,
+# the rest is not read by any model's forward), block counters the models write, and the wrappers (checked
+# below). Anything else (rope_options, context_window, easycache, attention overrides…) is read as Python
+# values during the forward, which a replay would freeze: such calls run eagerly.
+_REPLAYABLE_OPTIONS = frozenset((
+    "sigmas", "sample_sigmas", "cond_or_uncond", "uuids", "wrappers", "callbacks", "patches", "patches_replace",
+    "transformer_index", "block", "block_index", "original_shape", "activations_shape", "total_blocks",
+    "block_type"))
+_SCALARS = (bool, int, float, str)
+
+
+class _NotReplayable(Exception):
+    pass
+
+
+def _flatten(value: Any, tensors: list) -> Any:
+    """A hashable description of ``value``'s structure with its tensors taken out into ``tensors``."""
+    if isinstance(value, torch.Tensor):
+        tensors.append(value)
+        return ("T", tuple(value.shape), value.dtype, value.device)
+    if value is None or isinstance(value, _SCALARS):
+        return ("V", type(value).__name__, value)
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_flatten(v, tensors) for v in value))
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return ("dict", tuple((k, _flatten(v, tensors)) for k, v in value.items()))
+    raise _NotReplayable(type(value).__name__)
+
+
+def _unflatten(structure: Any, tensors: Any) -> Any:
+    kind = structure[0]
+    if kind == "T":
+        return next(tensors)
+    if kind == "V":
+        return structure[2]
+    if kind == "dict":
+        return {k: _unflatten(v, tensors) for k, v in structure[1]}
+    items = [_unflatten(v, tensors) for v in structure[1]]
+    return tuple(items) if kind == "tuple" else items
+
+
+@dataclass
+class _Call:
+    """One apply_model call taken apart: its tensors (the graph's inputs) and everything else, as a key."""
+
+    x: torch.Tensor
+    tensors: list
+    structure: tuple  # hashable: argument layout, scalar values, tensor shapes/dtypes/devices
+    shapes: tuple
+    options: dict  # transformer_options with its tensors replaced by a placeholder
+    option_slot: Any  # where transformer_options sits: an int (positional) or "transformer_options"
+
+    def rebuild(self, tensors: list) -> tuple[tuple, dict]:
+        """The call's arguments with ``tensors`` in place of its own (transformer_options copied)."""
+        it = iter(tensors)
+        args = list(_unflatten(self.structure[0], it))
+        kwargs = _unflatten(self.structure[1], it)
+        options = dict(self.options)
+        for k in self.structure[2]:
+            options[k] = next(it)
+        if isinstance(self.option_slot, int):
+            args.insert(self.option_slot, options)
+        else:
+            kwargs[self.option_slot] = options
+        return tuple(args), kwargs
+
+
+def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: dict) -> _Call | None:
+    """The call as graph inputs, or None where a replay would not reproduce the eager forward."""
     import comfy.patcher_extension
 
-    for fn in model_patcher.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, key):
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_cuda:
+        return None
+    if not _fully_loaded(base_model) or _weight_hooks(base_model):
+        return None
+    # transformer_options: by keyword, or the one positional dict (apply_model passes it sixth).
+    slot: Any = "transformer_options" if isinstance(kwargs.get("transformer_options"), dict) else None
+    if slot is None:
+        dicts = [i for i, a in enumerate(args) if isinstance(a, dict)]
+        if len(dicts) != 1:
+            return None
+        slot = dicts[0]
+    options = kwargs[slot] if isinstance(slot, str) else args[slot]
+    if any(v for k, v in options.items() if k not in _REPLAYABLE_OPTIONS) or _has_patches(options):
+        return None
+    # Another node's wrapper of the model call (TorchCompileModel's, EasyCache's…) would run frozen inside the
+    # graph, or around a forward the graph replaces: step aside.
+    if (len(getattr(executor, "wrappers", ())) > 1
+            or options.get("wrappers", {}).get(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL)):
+        return None
+    rest_args = tuple(a for i, a in enumerate(args) if i != slot)
+    rest_kwargs = {k: v for k, v in kwargs.items() if k != slot}
+    tensors: list = []
+    try:
+        structure_args = _flatten(rest_args, tensors)
+        structure_kwargs = _flatten(rest_kwargs, tensors)
+    except _NotReplayable:  # a ControlNet, a Python object among the conds…
+        return None
+    option_tensors = tuple(k for k, v in options.items() if isinstance(v, torch.Tensor))
+    tensors.extend(options[k] for k in option_tensors)
+    if any(not t.is_cuda or t.device != args[0].device for t in tensors):
+        return None
+    placeholder = {k: v for k, v in options.items() if k not in option_tensors}
+    shapes = tuple((tuple(t.shape), t.dtype) for t in tensors)
+    structure = (structure_args, structure_kwargs, option_tensors)
+    return _Call(args[0], tensors, structure, shapes, placeholder, slot)
+
+
+def graph_cache_of(model_patcher: Any, key: str) -> GraphCache | None:
+    """The GraphCache of a model patched by this pack (its APPLY_MODEL wrapper under ``key``), or None."""
+    import comfy.patcher_extension
+
+    for fn in model_patcher.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key):
         cache = getattr(fn, "graph_cache", None)
         if cache is not None:
             return cache

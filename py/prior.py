@@ -8,7 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .errors import PriorSwapError
+from .guidance import bridge_error
 
 PRIOR_TYPE = "PRIOR"
 
@@ -126,17 +129,42 @@ def _unet_config(model: Any) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+def image_inputs(model: Any) -> int:
+    """How many input channels beyond the noisy latent the model takes (InstructPix2Pix's image, inpainting's
+    mask and masked image, Wan/HunyuanVideo/Cosmos I2V's start frames…); 0 for a plain text-to-image model.
+
+    Asked of the host itself: ``BaseModel.concat_cond`` returns the concat input a model needs, or None.
+    The diffusion model's own ``in_channels`` cannot tell: DiTs count patch-packed channels there (Qwen-Image
+    and Chroma take 64 = 16 × 2 × 2 for a 16-channel latent). UNets that build their concat in
+    ``extra_conds`` (Stable Zero123) are told by their input convolution.
+    """
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+
+    fmt = model.get_model_object("latent_format")
+    channels = int(fmt.latent_channels)
+    base = model.model
+    noise = torch.zeros((1, channels) + (1,) * (getattr(fmt, "latent_dimensions", 2) - 2) + (8, 8))
+    try:
+        concat = base.concat_cond(noise=noise, latent_image=noise, device=torch.device("cpu"))
+    except Exception:  # a model class whose concat_cond needs more: trust what it declares
+        concat = noise if getattr(base, "concat_keys", ()) else None
+    extra = 0 if concat is None else int(concat.shape[1])
+    if not extra and isinstance(getattr(base, "diffusion_model", None), openaimodel.UNetModel):
+        extra = max(0, int(_unet_config(model).get("in_channels", channels)) - channels)
+    return extra
+
+
 def check_prior_model(model: Any, node: str) -> None:
     """Refuse models that cannot produce a plain unconditional prediction on their own latent."""
-    _fmt, channels = latent_space(model)
-    concat_keys = tuple(getattr(model.model, "concat_keys", ()) or ())
-    in_channels = _unet_config(model).get("in_channels", channels)
-    if concat_keys or in_channels != channels:
+    extra = image_inputs(model)
+    if extra:
+        channels = latent_space(model)[1]
+        concat_keys = tuple(getattr(model.model, "concat_keys", ()) or ())
         raise PriorSwapError(
-            f"{node}: the prior takes {in_channels} input channels for {channels} latent channels "
-            f"(extra inputs: {', '.join(concat_keys) or 'image concat'}), e.g. an InstructPix2Pix or inpainting "
-            "model. A prior must be a plain text-to-image model (SD1.5, SD2.1, SDXL base…); use the edit "
-            "model as the fine-tune instead.")
+            f"{node}: the prior takes {channels + extra} input channels for {channels} latent channels "
+            f"(extra inputs: {', '.join(concat_keys) or 'image concat'}), e.g. an InstructPix2Pix, inpainting or "
+            "image-to-video model. A prior must be a plain text-to-image or text-to-video model (SD1.5, SDXL "
+            "base, Wan 2.1 T2V, Qwen-Image…); use the image-conditioned model as the fine-tune instead.")
 
 
 def check_conditioning_width(model: Any, conditioning: list, node: str) -> None:
@@ -167,6 +195,10 @@ def check_compatible(model: Any, prior: Prior, node: str) -> None:
         # The sampled model itself may be its own prior (identity); any other prior must be plain.
         check_prior_model(prior.model, node)
     check_shared_weights(model, prior.model, node)
+    why = bridge_error(model.get_model_object("model_sampling"), prior.model.get_model_object("model_sampling"))
+    if why:
+        raise PriorSwapError(f"{node}: the prior cannot be evaluated at the model's noise levels: {why}. "
+                             "Pick a prior with a standard parameterization (eps, v-prediction or flow).")
 
 
 def check_shared_weights(model: Any, prior_model: Any, node: str) -> None:

@@ -23,6 +23,7 @@ Because the routing keys on the guider's ``negative`` conds, the same patch serv
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -34,15 +35,23 @@ import torch
 from . import insight
 from .deferred import DeferredReads
 from .fastpath import GraphCache, env_flag
-from .guidance import blend_uncond, is_flow, to_prior_space
+from .guidance import blend_uncond, is_flow, prior_sigma, same_sampling, to_prior_space
 from .prior import Prior, check_compatible, check_shared_weights, prior_output_error
 
 KEY = "prior_swap_cfg"
 log = logging.getLogger("prior_swap_cfg")
 
 # Keys of a cond dict that belong to the sampled model's graph and must not reach the prior.
+# The fine-tune's image/video conditioning is an input of the fine-tune alone (the paper's ∅ term has none):
+# InstructPix2Pix/inpainting/Wan I2V concat latents and masks, CLIP-vision embeds, reference latents (Qwen-Image-
+# Edit, Flux Kontext), HunyuanVideo I2V's guiding frame and reference, VACE's frames and masks.
 _FOREIGN_COND_KEYS = ("control", "gligen", "hooks", "area", "mask", "strength", "set_area_to_bounds",
-                      "concat_latent_image", "concat_mask", "concat_image", "noise_augmentation")
+                      "concat_latent_image", "concat_mask", "concat_image", "noise_augmentation",
+                      "clip_vision_output", "reference_latents", "reference_latents_method", "guiding_frame_index",
+                      "ref_latent", "vace_frames", "vace_mask", "vace_strength", "camera_conditions",
+                      "unclip_conditioning", "time_dim_concat", "keyframe_idxs", "reference_motion",
+                      "pose_video_latent", "face_video_pixels", "control_video", "audio_embed", "noise_concat",
+                      "concat_mask_index")
 
 
 @dataclass(frozen=True)
@@ -119,16 +128,20 @@ class PriorRun:
         sampling = guider.model_patcher.get_model_object("model_sampling")
         self.model_sampling = sampling
         self.prior_sampling = prior.get_model_object("model_sampling")
+        # One schedule for both (the same family, or the model as its own prior): the host's σ as it is.
+        self.same_sampling = same_sampling(sampling, self.prior_sampling)
         self.sigma_start = float(sampling.percent_to_sigma(schedule.start_percent))
         self.sigma_end = float(sampling.percent_to_sigma(schedule.end_percent))
         # The whole of sampling: no step needs its sigma read on the host to decide.
         self.always_active = schedule.start_percent <= 0.0 and schedule.end_percent >= 1.0
         self.prior_conds: list | None = None
         self.prior_options: dict | None = None
-        self.device: torch.device | None = None  # where the prior's weights are (set at its first call)
+        self.device: torch.device | None = None  # where the prior's weights are (set by prepare)
         self.prior_calls = 0
         self.steps = 0
         self.insight = None  # an insight.Recorder when PriorSwapInsight marked the model (opt-in)
+        self.seed: int | None = None  # the run's seed and nested-latent shapes, for the prior's process_conds
+        self.latent_shapes: Any = None
         self.reads = DeferredReads()  # per-step checks, read without stalling the GPU
         self._prior_range: tuple[float, float] | None = None
         self._warned_range = False
@@ -169,29 +182,42 @@ class PriorRun:
         return self.overlap or (isinstance(device, torch.device) and device.type == "cuda" and device != x.device)
 
     # -- the prior's forward ----------------------------------------------------------------------
-    def _prepare(self, x: torch.Tensor, model_options: dict) -> None:
+    def prepare(self, noise: torch.Tensor, latent_image: torch.Tensor | None = None,
+                denoise_mask: torch.Tensor | None = None, seed: int | None = None,
+                latent_shapes: Any = None, sample_sigmas: torch.Tensor | None = None) -> None:
+        """Process the prior's conds for the prior's own model, with what the host gives the sampled model's.
+
+        Called from the SAMPLER_SAMPLE wrapper, right after ``CFGGuider.inner_sample`` processed the guider's
+        conds with the same ``latent_image``, ``denoise_mask``, ``seed`` and ``latent_shapes`` (LTXV's
+        image-to-video timesteps, nested latents and others read them in ``extra_conds``).
+        """
         import comfy.model_patcher
         import comfy.sampler_helpers
         import comfy.samplers
 
-        x_device = x.device
+        sampled_device = noise.device
         # Where ComfyUI actually loaded the prior: its load_device, unless it stayed on the GPU it was on.
         self.device = self.prior.current_loaded_device()
-        if not isinstance(self.device, torch.device) or self.device.type != x.device.type:
-            self.device = x.device
-        x = x.to(self.device)
-        self.device = x.device  # with its index (cuda → cuda:0)
-        elsewhere = self.device != x_device
+        if not isinstance(self.device, torch.device) or self.device.type != noise.device.type:
+            self.device = noise.device
+        noise = noise.to(self.device)
+        self.device = noise.device  # with its index (cuda → cuda:0)
+        elsewhere = self.device != sampled_device
+
+        def moved(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(self.device)
+
         conds = []
         for c in comfy.sampler_helpers.convert_cond(self.negative):
             for k in _FOREIGN_COND_KEYS:
                 c.pop(k, None)
             conds.append(c)
-        base = self.prior.model
-        self.prior_conds = comfy.samplers.process_conds(base, x, {"negative": conds}, self.device)["negative"]
+        extra = {"latent_shapes": latent_shapes} if latent_shapes is not None else {}
+        self.prior_conds = comfy.samplers.process_conds(
+            self.prior.model, noise, {"negative": conds}, self.device, moved(latent_image), moved(denoise_mask),
+            seed, **extra)["negative"]
         options = comfy.model_patcher.create_model_options_clone(self.prior.model_options)
         transformer_options = options.setdefault("transformer_options", {})
-        sample_sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
         if sample_sigmas is not None:
             transformer_options["sample_sigmas"] = sample_sigmas.to(self.device)
         comfy.sampler_helpers.prepare_model_patcher(self.prior, {"negative": self.prior_conds}, options)
@@ -201,10 +227,10 @@ class PriorRun:
             import comfy.patcher_extension
 
             wrappers = transformer_options.setdefault("wrappers", {}).setdefault(
-                comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, {})
-            wrappers[KEY] = [self.graphs.wrapper(base)]
+                comfy.patcher_extension.WrappersMP.APPLY_MODEL, {})
+            wrappers[KEY] = [self.graphs.wrapper(self.prior.model)]
         self.prior_options = options
-        if not is_flow(self.prior_sampling):  # read once per run (buffers on the GPU)
+        if not is_flow(self.prior_sampling) and not self.same_sampling:  # read once per run (buffers on the GPU)
             self._prior_range = (float(self.prior_sampling.sigma_min), float(self.prior_sampling.sigma_max))
 
     def _after_step(self, values: list) -> None:
@@ -215,15 +241,16 @@ class PriorRun:
             if sigma_prior > hi * 1.001 or sigma_prior < lo * 0.999:
                 self._warned_range = True
                 log.warning("PriorSwapCFG: sigma %.4g lies outside the prior's range [%.4g, %.4g]; the prior is "
-                            "evaluated at its nearest timestep (the closest noise level it knows), as the paper "
-                            "does for priors with another schedule.", sigma_prior, lo, hi)
+                            "evaluated at the closest noise level it knows (its input rescaled to what its network "
+                            "sees at this sigma), as the paper does for priors with another schedule.",
+                            sigma_prior, lo, hi)
         if not math.isfinite(total):  # NaN/inf: a clear error naming the prior
             raise prior_output_error(self.label, sigma)
 
     def start_prior(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict) -> torch.Tensor:
         """Queue the prior's forward (on its device, or its own stream with overlap); the result stays there."""
-        if self.prior_conds is None:
-            self._prepare(x, model_options)
+        if self.prior_conds is None:  # a guider whose inner_sample skipped the SAMPLER_SAMPLE wrappers
+            self.prepare(x, sample_sigmas=model_options.get("transformer_options", {}).get("sample_sigmas"))
         if self.overlap and self.device == x.device:
             if self._side_stream is None:
                 self._side_stream = torch.cuda.Stream(device=x.device)
@@ -250,7 +277,9 @@ class PriorRun:
     def _prior_forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         import comfy.samplers
 
-        x_prior, sigma_prior = to_prior_space(x, sigma, self.model_sampling, self.prior_sampling)
+        x_prior, sigma_prior = x, sigma
+        if not self.same_sampling:
+            x_prior, sigma_prior = to_prior_space(x, sigma, self.model_sampling, self.prior_sampling)
         if self.device != x.device:
             # Every copy between the GPUs happens here, before the prior's forward is queued: a cross-GPU copy
             # makes the source GPU wait for the work queued on the destination (PyTorch's two-way barrier),
@@ -272,7 +301,8 @@ class PriorRun:
         finally:
             base.current_patcher = previous
         self.prior_calls += 1
-        checks = torch.stack((out.sum().float(), sigma.reshape(-1)[0].float(), sigma_prior.reshape(-1)[0].float()))
+        unclamped = prior_sigma(sigma, self.model_sampling, self.prior_sampling)
+        checks = torch.stack((out.sum().float(), sigma.reshape(-1)[0].float(), unclamped.reshape(-1)[0].float()))
         self.reads.push(checks, self._after_step)
         return out
 
@@ -306,6 +336,25 @@ def _calc_cond_batch_wrapper(executor: Callable, model: Any, conds: list, x_in: 
     return out
 
 
+def _bound(executor: Callable, args: tuple, kwargs: dict, *names: str) -> tuple:
+    """The values of ``names`` among the arguments a wrapper got for ``executor.original`` (None if absent)."""
+    try:
+        bound = inspect.signature(executor.original).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # another signature than the host's: leave those inputs out
+        bound = kwargs
+    return tuple(bound.get(name) for name in names)
+
+
+def _sampler_sample_wrapper(executor: Callable, *args, **kwargs):
+    """SAMPLER_SAMPLE wrapper: the guider's conds were just processed; process the prior's with the same inputs."""
+    extra_args, noise, latent_image, denoise_mask, sigmas = _bound(
+        executor, args, kwargs, "extra_args", "noise", "latent_image", "denoise_mask", "sigmas")
+    run: PriorRun | None = (extra_args or {}).get("model_options", {}).get(KEY)
+    if run is not None and isinstance(noise, torch.Tensor):
+        run.prepare(noise, latent_image, denoise_mask, run.seed, run.latent_shapes, sigmas)
+    return executor(*args, **kwargs)
+
+
 def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: GraphCache) -> Callable:
     # A closure, not a bound method or partial: ModelPatcher.clone() deep-copies model_options and
     # would copy whatever a bound method or partial holds (tensors, the prior model).
@@ -323,6 +372,7 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
         # Patches added downstream of PriorSwapCFG (a LoRA on the fine-tune) are only visible now.
         check_shared_weights(guider.model_patcher, priors[0], "PriorSwapCFG")
         run = PriorRun(guider, priors[0], negative, schedule, graphs, label)
+        run.seed, run.latent_shapes = _bound(executor, args, kwargs, "seed", "latent_shapes")
         graphs.begin_run(separate_pools=run.overlap)
         run.insight = insight.start(guider, args, kwargs)
         guider.model_options[KEY] = run  # guider.model_options is this run's clone
@@ -354,8 +404,9 @@ def apply_prior_swap(model: Any, prior: Prior, schedule: SwapSchedule, node: str
     patched.set_additional_models(KEY, [_placed_prior(model, prior, graphs)])
     wrappers = comfy.patcher_extension.WrappersMP
     for kind, fn in ((wrappers.OUTER_SAMPLE, _make_outer_sample_wrapper(prior, schedule, graphs)),
+                     (wrappers.SAMPLER_SAMPLE, _sampler_sample_wrapper),
                      (wrappers.CALC_COND_BATCH, _calc_cond_batch_wrapper),
-                     (wrappers.DIFFUSION_MODEL, graphs.wrapper(patched.model))):
+                     (wrappers.APPLY_MODEL, graphs.wrapper(patched.model))):
         patched.remove_wrappers_with_key(kind, KEY)  # a second PriorSwapCFG replaces the first
         patched.add_wrapper_with_key(kind, KEY, fn)
     # ComfyUI unloading the model frees the graphs it holds (py/fastpath.py).
