@@ -38,6 +38,9 @@ def comfy(tmp_path_factory, checkpoint_cache) -> ComfyServer:
     loras = base / "models" / "loras"
     loras.mkdir(parents=True, exist_ok=True)
     (loras / "test_lora.safetensors").symlink_to(checkpoints.write_lora(checkpoint_cache))
+    # Test-only nodes standing in for text encoders, VAEs and CLIP-vision (support/standin_nodes).
+    (base / "custom_nodes" / "prior_swap_test_standins").symlink_to(
+        Path(__file__).resolve().parent / "support" / "standin_nodes", target_is_directory=True)
     server.start()
     yield server
     server.stop()
