@@ -7,6 +7,7 @@ ComfyUI; the outputs are checked per workflow.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import random
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from support import make_workflows, zero123_standin
+from support import families, make_workflows, workflow_standins, zero123_standin
 from support.comfy_env import ROOT
 from support.server import PACK_NAME
 from support.ui_to_api import convert, process_dynamic_prompt
@@ -33,13 +34,35 @@ STAND_INS = {
     "v2-1_768-ema-pruned.safetensors": "sd15_base.safetensors",
     "stable_zero123.ckpt": f"{zero123_standin.NAME}.safetensors",
 }
+_NO_SDXL = ("no SDXL stand-in in support/families.py: ComfyUI detects SDXL only with its 24 transformer blocks "
+            "(2048-wide context; 121 M weights at the least, see notes/model-families.md) and its CLIP-L/CLIP-G "
+            "text encoders cannot be stood in at a small size")
 CANNOT_RUN = {
-    "prior_swap_sdxl": "no SDXL stand-in: ComfyUI detects SDXL only from a full-depth UNet (10 transformer blocks "
-                       "at 1280 channels, 2048-wide context) with CLIP-L and CLIP-G text encoders, several GB of "
-                       "weights that CI cannot write and run on 2 CPU cores",
+    "prior_swap_sdxl": _NO_SDXL,
+    "prior_swap_ip2p_sdxl": _NO_SDXL,
 }
 TEST_IMAGE = "workflow_input.png"
 SIZE, SPACING = 64, 8
+
+# The other families' diffusion models (models/diffusion_models) → the stand-ins of support/families.py,
+# which the host's model detection detects as the same classes (Wan 2.1 I2V/T2V, Qwen-Image, PixArt-α).
+UNET_STAND_INS = {
+    make_workflows.WAN_I2V: "fam_wan21_i2v",
+    make_workflows.WAN_T2V: "fam_wan21_t2v",
+    make_workflows.QWEN_EDIT: "fam_qwen_image_edit",
+    make_workflows.QWEN_IMAGE: "fam_qwen_image",
+    make_workflows.PIXART_ALPHA: "fam_pixart_alpha",
+}
+# Wan 2.1's and Qwen-Image's VAE (one architecture) → a narrow real WanVAE (support/workflow_standins.py).
+VAE_STAND_INS = {make_workflows.WAN_VAE: f"{workflow_standins.WAN_VAE}.safetensors",
+                 make_workflows.QWEN_VAE: f"{workflow_standins.WAN_VAE}.safetensors"}
+# Text encoders that cannot be stood in at a small size (umT5-XXL, Qwen2.5-VL-7B, T5-XXL): Load CLIP's type →
+# the family of support/standin_nodes' PriorSwapTestConditioning, which replaces each encode of that CLIP.
+TEXT_ENCODER_FAMILY = {"wan": "wan21", "qwen_image": "qwen_image", "pixart": "pixart_alpha"}
+# PixArt needs (H + W) / 2 ≥ 33 latent pixels, both even (model-families.md): its workflow samples 58×8
+# latents (464×64 px), 2.5 times fewer than a square 34×34 would need.
+LATENT_SIZE = {"prior_swap_pixart_prior_sd15": (464, 64)}
+VIDEO_LENGTH = 5  # frames of the Wan workflow under test: two latent frames
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +84,104 @@ def load(name: str) -> dict:
     return json.loads((ROOT / "workflows" / f"{name}.json").read_text())
 
 
-def substitute(prompt: dict, steps: int = 2, seed: int | None = None) -> dict:
-    """Stand-in checkpoints, the test image, 64-px latents and 2 steps (and another seed if given)."""
-    prompt = copy.deepcopy(prompt)
+def substitute(prompt: dict, steps: int = 2, seed: int | None = None, size: tuple[int, int] = (SIZE, SIZE)) -> dict:
+    """Stand-in models, the test image, small latents (width, height) and 2 steps (and another seed if given)."""
+    prompt = substitute_encoders(copy.deepcopy(prompt))
     for node in prompt.values():
         inputs = node["inputs"]
         if inputs.get("ckpt_name") in STAND_INS:
             inputs["ckpt_name"] = STAND_INS[inputs["ckpt_name"]]
+        if inputs.get("unet_name") in UNET_STAND_INS:
+            inputs["unet_name"] = families.file_name(UNET_STAND_INS[inputs["unet_name"]])
+        if inputs.get("vae_name") in VAE_STAND_INS:
+            inputs["vae_name"] = VAE_STAND_INS[inputs["vae_name"]]
         if node["class_type"] == "LoadImage":
             inputs["image"] = TEST_IMAGE
-        if node["class_type"] in ("EmptyLatentImage", "StableZero123_Conditioning"):
-            inputs["width"] = inputs["height"] = SIZE
+        if node["class_type"] in ("EmptyLatentImage", "StableZero123_Conditioning", "PriorSwapTestWanI2V"):
+            inputs["width"], inputs["height"] = size
+        if node["class_type"] == "PriorSwapTestWanI2V":
+            inputs["length"] = VIDEO_LENGTH
+        if node["class_type"] == "ImageScaleToTotalPixels":
+            inputs["megapixels"] = 0.01  # its minimum: 100×100 from the 64-px test image
         if "steps" in inputs:
             inputs["steps"] = steps
         for key in ("seed", "noise_seed"):
             if seed is not None and key in inputs:
                 inputs[key] = seed
     return prompt
+
+
+def _text_seed(text: str) -> int:
+    """One seed per prompt text: equal texts encode to equal conditioning, as with a real encoder."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") >> 1
+
+
+def substitute_encoders(prompt: dict) -> dict:
+    """Replace the encoders no stand-in file exists for by support/standin_nodes' nodes, in place.
+
+    - ``CLIPLoader`` of a family in TEXT_ENCODER_FAMILY is removed; each ``CLIPTextEncode`` of it becomes
+      ``PriorSwapTestConditioning`` (that family's shapes; seeded by the text; ``empty`` for "");
+    - ``TextEncodeQwenImageEdit`` (the text encoder reads the image too) becomes the host's ``ReferenceLatent``
+      on such a conditioning, with the image vae-encoded by the workflow's own ``VAEEncode`` of its VAE,
+      which is what the node appends as ``reference_latents``;
+    - ``CLIPVisionLoader``/``CLIPVisionEncode`` are removed and ``WanImageToVideo`` becomes
+      ``PriorSwapTestWanI2V`` (the same conditioning keys, with the start image's latent and CLIP-vision
+      output stood in).
+    Everything else stays the workflow's own node.
+    """
+    next_id = max(int(i) for i in prompt) + 1
+
+    def add(class_type: str, **inputs) -> str:
+        nonlocal next_id
+        node_id = str(next_id)
+        next_id += 1
+        prompt[node_id] = {"class_type": class_type, "inputs": inputs}
+        return node_id
+
+    clip_family = {i: TEXT_ENCODER_FAMILY[n["inputs"]["type"]] for i, n in prompt.items()
+                   if n["class_type"] == "CLIPLoader" and n["inputs"]["type"] in TEXT_ENCODER_FAMILY}
+    for node_id, node in list(prompt.items()):
+        inputs = node["inputs"]
+        family = clip_family.get((inputs.get("clip") or [None])[0])
+        if node["class_type"] == "CLIPTextEncode" and family:
+            text = inputs["text"]
+            prompt[node_id] = {"class_type": "PriorSwapTestConditioning", "inputs": {
+                "family": family, "seed": _text_seed(text), "tokens": max(1, len(text.split())),
+                "empty": not text.strip()}}
+        elif node["class_type"] == "TextEncodeQwenImageEdit" and family:
+            text = inputs["prompt"]
+            cond = add("PriorSwapTestConditioning", family=family, seed=_text_seed(text),
+                       tokens=max(1, len(text.split())), empty=not text.strip())
+            assert "image" in inputs and "vae" in inputs, "the workflow encodes the edit without its image"
+            encoded = add("VAEEncode", pixels=inputs["image"], vae=inputs["vae"])
+            prompt[node_id] = {"class_type": "ReferenceLatent", "inputs": {"conditioning": [cond, 0],
+                                                                            "latent": [encoded, 0]}}
+        elif node["class_type"] == "WanImageToVideo":
+            assert "start_image" in inputs and "clip_vision_output" in inputs, "an I2V workflow without its image"
+            prompt[node_id] = {"class_type": "PriorSwapTestWanI2V", "inputs": {
+                **{k: inputs[k] for k in ("positive", "negative", "width", "height", "length", "batch_size")},
+                "seed": 7, "start_frames": 1, "clip_vision": True}}
+    for node_id in [i for i, n in prompt.items() if i in clip_family
+                    or n["class_type"] in ("CLIPVisionLoader", "CLIPVisionEncode")]:
+        del prompt[node_id]
+    dangling = [(i, k) for i, n in prompt.items() for k, v in n["inputs"].items()
+                if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and v[0] not in prompt]
+    assert not dangling, f"inputs left linked to removed encoders: {dangling}"
+    return prompt
+
+
+def install_stand_ins(comfy, prompt: dict) -> None:
+    """Write (once, cached) and link the family stand-ins and VAE a substituted prompt loads."""
+    unets = {n["inputs"]["unet_name"] for n in prompt.values() if n["class_type"] == "UNETLoader"}
+    names = [name for name in UNET_STAND_INS.values() if families.file_name(name) in unets]
+    if names:
+        families.install(families.write_all(names=names), comfy.base / "models")
+    if any(n["inputs"].get("vae_name") in VAE_STAND_INS.values() for n in prompt.values()):
+        vae = workflow_standins.write_wan_vae()
+        link = comfy.base / "models" / "vae" / vae.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(vae)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +194,10 @@ def runs(comfy, object_info, stand_ins):
             before = len(comfy.log_text())
             # A seed of its own per workflow: ComfyUI would otherwise reuse a sampler's output cached from
             # another workflow with the same (substituted) inputs, and the prior would not run.
-            entry = comfy.run(substitute(convert(load(name), object_info), seed=1000 + NAMES.index(name)))
+            prompt = substitute(convert(load(name), object_info), seed=1000 + NAMES.index(name),
+                                size=LATENT_SIZE.get(name, (SIZE, SIZE)))
+            install_stand_ins(comfy, prompt)
+            entry = comfy.run(prompt)
             done[name] = {node_id: [comfy.output / i.get("subfolder", "") / i["filename"] for i in out.get("images", [])]
                           for node_id, out in entry["outputs"].items()}
             done[name]["log"] = comfy.log_text()[before:]
@@ -144,19 +251,37 @@ def test_links_agree_with_node_slots():
             assert entry["link"] == link_id and entry["type"] == kind == nodes[origin]["outputs"][origin_slot]["type"]
 
 
+# Inputs that name a model file: checkpoints, diffusion models, text encoders, CLIP vision, VAEs.
+MODEL_FILE_INPUTS = {"ckpt_name": "checkpoints", "unet_name": "diffusion_models", "vae_name": "vae",
+                     ("CLIPLoader", "clip_name"): "text_encoders", ("CLIPVisionLoader", "clip_name"): "clip_vision"}
+
+
+def model_files(prompt: dict) -> set[tuple[str, str]]:
+    """(models folder, file name) of every model file a prompt loads (the built-in pixel_space VAE excluded)."""
+    out = set()
+    for node in prompt.values():
+        for key, value in node["inputs"].items():
+            folder = MODEL_FILE_INPUTS.get(key) or MODEL_FILE_INPUTS.get((node["class_type"], key))
+            if folder and isinstance(value, str) and value != "pixel_space":
+                out.add((folder, value))
+    return out
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_note_says_what_it_shows_and_which_checkpoints(name, object_info):
     wf = load(name)
     text = note_text(wf)
-    assert text.startswith("## ") and "**Checkpoints**" in text, text[:200]
+    assert text.startswith("## ") and ("**Checkpoints**" in text or "**Model files**" in text), text[:200]
     prompt = convert(wf, object_info)
-    checkpoints = {v["inputs"]["ckpt_name"] for v in prompt.values() if "ckpt_name" in v["inputs"]}
+    files = model_files(prompt)
     toy = any(v["class_type"] == "PriorSwapToyModelLoader" for v in prompt.values())
-    assert checkpoints or toy, "a workflow loads checkpoints (or the toy pair shipped with the pack)"
+    assert files or toy, "a workflow loads model files (or the toy pair shipped with the pack)"
     if toy:
         assert "`py/toy_pair/`" in text, "the note does not say where the toy pair's weights are"
-    for ckpt in checkpoints:
-        assert f"`{ckpt}`" in text, f"the note does not name {ckpt}"
+    for folder, file in files:
+        assert f"`{file}`" in text or f"`models/{folder}/{file}`" in text, f"the note does not name {file}"
+        if folder != "checkpoints":  # the note says which folder each other file goes to
+            assert f"`models/{folder}/{file}`" in text, f"the note does not say where {file} goes"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -311,3 +436,117 @@ def test_toy_pair_saves_stock_and_swap_batches(runs, object_info):
             assert im_a.size == im_b.size == (128, 128)  # 16 px ×8, nearest
             differ += im_a.tobytes() != im_b.tobytes()
     assert differ == len(stock), "prior swap gave some stock images"
+
+
+# -- the other families: Wan 2.1 I2V, Qwen-Image-Edit, PixArt-α as prior of SD1.5 -------------------------
+
+FAMILY_WORKFLOWS = {  # name → (size of the saved image, frames)
+    "prior_swap_wan21_i2v_t2v_prior": ((SIZE, SIZE), VIDEO_LENGTH),
+    "prior_swap_qwen_image_edit": ((96, 96), 1),  # the 100-px scaled input, cropped to the VAE's 8-px grid
+    "prior_swap_pixart_prior_sd15": (LATENT_SIZE["prior_swap_pixart_prior_sd15"], 1),
+}
+
+
+def _of(prompt: dict, class_type: str) -> list[str]:
+    return [i for i, n in prompt.items() if n["class_type"] == class_type]
+
+
+def stock(prompt: dict) -> dict:
+    """The same prompt with stock CFG: Prior Swap CFG bypassed, Prior Swap Dual CFG Guider → DualCFGGuider."""
+    prompt = copy.deepcopy(prompt)
+    for swap in _of(prompt, "PriorSwapCFG"):
+        model = prompt.pop(swap)["inputs"]["model"]
+        for node in prompt.values():
+            for key, value in node["inputs"].items():
+                if value == [swap, 0]:
+                    node["inputs"][key] = model
+    for guider in _of(prompt, "PriorSwapDualCFGGuider"):
+        inputs = prompt[guider]["inputs"]
+        prompt[guider] = {"class_type": "DualCFGGuider", "inputs": {
+            k: inputs[k] for k in ("model", "cond1", "cond2", "negative", "cfg_conds", "cfg_cond2_negative", "style")}}
+    for prior in _of(prompt, "PriorFromModel"):
+        del prompt[prior]
+    return prompt
+
+
+def frames_of(path: Path) -> list[bytes]:
+    with Image.open(path) as im:
+        out = []
+        for i in range(getattr(im, "n_frames", 1)):
+            im.seek(i)
+            out.append(im.convert("RGB").tobytes())
+        return out
+
+
+@pytest.mark.parametrize("name", list(FAMILY_WORKFLOWS))
+def test_family_workflow_output_and_prior_swap_changes_it(name, comfy, runs, object_info):
+    """Runs on the family stand-ins: one image (or video) of the expected size, the prior at every model call,
+    and another result than the same graph with stock CFG."""
+    size, frames = FAMILY_WORKFLOWS[name]
+    result = runs(name)
+    (swapped,) = images_of(result)
+    with Image.open(swapped) as im:
+        assert im.size == size
+        assert getattr(im, "n_frames", 1) == frames
+    prompt = substitute(convert(load(name), object_info), seed=1000 + NAMES.index(name),
+                        size=LATENT_SIZE.get(name, (SIZE, SIZE)))
+    before = len(comfy.log_text())
+    (stock_image,) = comfy.output_files(comfy.run(stock(prompt)))
+    assert not prior_calls({"log": comfy.log_text()[before:]}), "the stock graph ran the prior"
+    swap_frames, stock_frames = frames_of(swapped), frames_of(stock_image)
+    assert len(swap_frames) == len(stock_frames) == frames
+    assert all(a != b for a, b in zip(swap_frames, stock_frames)), "prior swap gave the stock result"
+
+
+def test_wan_i2v_graph(object_info):
+    """I2V fine-tune sampled (shift 8), T2V prior; the prior's negative is the fine-tune's text negative,
+    before WanImageToVideo adds the start image and CLIP-vision features."""
+    prompt = convert(load("prior_swap_wan21_i2v_t2v_prior"), object_info)
+    (i2v,) = _of(prompt, "WanImageToVideo")
+    (prior,) = _of(prompt, "PriorFromModel")
+    (swap,) = _of(prompt, "PriorSwapCFG")
+    (sampler,) = _of(prompt, "KSampler")
+    unet = {i: prompt[i]["inputs"]["unet_name"] for i in _of(prompt, "UNETLoader")}
+    assert unet[prompt[prior]["inputs"]["model"][0]] == make_workflows.WAN_T2V
+    shift = prompt[swap]["inputs"]["model"][0]
+    assert prompt[shift]["class_type"] == "ModelSamplingSD3" and prompt[shift]["inputs"]["shift"] == 8.0
+    assert unet[prompt[shift]["inputs"]["model"][0]] == make_workflows.WAN_I2V
+    assert prompt[prior]["inputs"]["negative"] == prompt[i2v]["inputs"]["negative"]
+    assert prompt[sampler]["inputs"]["model"] == [swap, 0]
+    assert [prompt[sampler]["inputs"][k] for k in ("positive", "negative", "latent_image")] == [[i2v, 0], [i2v, 1], [i2v, 2]]
+    (clip,) = _of(prompt, "CLIPLoader")
+    assert prompt[clip]["inputs"]["type"] == "wan"
+    encoders = {prompt[i]["inputs"]["clip"][0] for i in _of(prompt, "CLIPTextEncode")}
+    assert encoders == {clip}, "positive, negative and the prior's negative share one umT5"
+
+
+def test_qwen_image_edit_graph(object_info):
+    """Dual guider: cond1 = edit instruction + image, cond2 = empty instruction + image, negative and the
+    prior's ∅ = Qwen-Image's empty prompt without image; the prior is Qwen-Image."""
+    prompt = convert(load("prior_swap_qwen_image_edit"), object_info)
+    (guider,) = _of(prompt, "PriorSwapDualCFGGuider")
+    g = prompt[guider]["inputs"]
+    (prior,) = _of(prompt, "PriorFromModel")
+    unet = {i: prompt[i]["inputs"]["unet_name"] for i in _of(prompt, "UNETLoader")}
+    assert unet[prompt[prior]["inputs"]["model"][0]] == make_workflows.QWEN_IMAGE
+    cond1, cond2 = prompt[g["cond1"][0]], prompt[g["cond2"][0]]
+    assert cond1["class_type"] == cond2["class_type"] == "TextEncodeQwenImageEdit"
+    assert cond1["inputs"]["prompt"] and cond2["inputs"]["prompt"] == ""
+    assert cond1["inputs"]["image"] == cond2["inputs"]["image"]
+    empty = prompt[g["negative"][0]]
+    assert g["negative"] == prompt[prior]["inputs"]["negative"]
+    assert empty["class_type"] == "CLIPTextEncode" and empty["inputs"]["text"] == ""
+    assert (g["cfg_conds"], g["cfg_cond2_negative"]) == make_workflows.QWEN_EDIT_GAMMA and g["style"] == "regular"
+
+
+def test_pixart_prior_graph(object_info):
+    """SD1.5 fine-tune (checkpoint, its own CLIP), PixArt-α prior whose ∅ is encoded by T5 (Load CLIP, pixart)."""
+    prompt = convert(load("prior_swap_pixart_prior_sd15"), object_info)
+    (prior,) = _of(prompt, "PriorFromModel")
+    model = prompt[prompt[prior]["inputs"]["model"][0]]
+    assert model["class_type"] == "UNETLoader" and model["inputs"]["unet_name"] == make_workflows.PIXART_ALPHA
+    negative = prompt[prompt[prior]["inputs"]["negative"][0]]
+    clip = prompt[negative["inputs"]["clip"][0]]
+    assert clip["class_type"] == "CLIPLoader" and clip["inputs"]["type"] == "pixart" and negative["inputs"]["text"] == ""
+    (swap,) = _of(prompt, "PriorSwapCFG")
+    assert prompt[prompt[swap]["inputs"]["model"][0]]["class_type"] == "CheckpointLoaderSimple"

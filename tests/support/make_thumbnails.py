@@ -1,6 +1,7 @@
 """Thumbnails of the shared workflows for ComfyUI's template browser: ``workflows/<name>.jpg``.
 
-    python3 tests/host.py python tests/support/make_thumbnails.py
+    python3 tests/host.py python tests/support/make_thumbnails.py            # every workflow
+    python3 tests/host.py python tests/support/make_thumbnails.py NAME...    # only these (file stems)
 
 The template browser shows ``/api/workflow_templates/<pack>/<name>.jpg`` next to each custom-node template.
 This draws each workflow in the real frontend (headless Chromium, as in tests/test_browser.py), with the
@@ -21,7 +22,7 @@ VIEWPORT = {"width": 1600, "height": 1200}
 MARGIN = 30
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
     import_comfy()
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -37,7 +38,13 @@ def main() -> int:
             chromium = browser.launch(p)
             page = chromium.new_page(viewport=VIEWPORT)
             fe = browser.Frontend(page, server).open()
-            for path in sorted((ROOT / "workflows").glob("*.json")):
+            paths = sorted((ROOT / "workflows").glob("*.json"))
+            unknown = set(names) - {p.stem for p in paths}
+            if unknown:
+                raise SystemExit(f"no such workflow(s): {', '.join(sorted(unknown))}")
+            for path in paths:
+                if names and path.stem not in names:
+                    continue
                 fe.load_template(path.stem)
                 # Fit every node and group into the area right of the side bar and below the top bar.
                 box = fe.eval("""(margin) => {
@@ -73,4 +80,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -31,6 +31,23 @@ SD21_V = "v2-1_768-ema-pruned.safetensors"
 ZERO123 = "stable_zero123.ckpt"
 SDXL_BASE = "sd_xl_base_1.0.safetensors"
 SDXL_FINETUNE = "sdxl_finetune.safetensors"  # a placeholder: users pick their SDXL fine-tune in the loader
+# Models of the other families, in the folders ComfyUI's own templates use (diffusion_models, text_encoders,
+# clip_vision, vae); the names are those of the Comfy-Org repackaged files, or the original release.
+WAN_I2V = "wan2.1_i2v_480p_14B_fp16.safetensors"
+WAN_T2V = "wan2.1_t2v_14B_fp16.safetensors"
+WAN_TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN_CLIP_VISION = "clip_vision_h.safetensors"
+WAN_VAE = "wan_2.1_vae.safetensors"
+WAN_NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+                "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，"
+                "杂乱的背景，三条腿，背景人很多，倒着走")  # the host's Wan templates' negative prompt
+QWEN_EDIT = "qwen_image_edit_fp8_e4m3fn.safetensors"
+QWEN_IMAGE = "qwen_image_fp8_e4m3fn.safetensors"
+QWEN_TEXT_ENCODER = "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+QWEN_VAE = "qwen_image_vae.safetensors"
+PIXART_ALPHA = "PixArt-XL-2-1024-MS.pth"
+T5XXL = "t5xxl_fp16.safetensors"
+COSXL_EDIT = "cosxl_edit.safetensors"
 
 POSITIVE = "a lighthouse on a cliff at sunset, oil painting"
 EQ7 = "`eps = eps_prior(x, ∅) + γ · (eps_ft(x, c) − eps_prior(x, ∅))`"
@@ -52,15 +69,18 @@ def _sd15_text2img(g: UIGraph, *, prior_col: int = 0):
     return ckpt, prior, pos, neg, latent
 
 
-def _sample_with_guider(g: UIGraph, guider, ckpt, latent, *, steps: int, prefix: str, noise_col: int) -> None:
-    """SamplerCustomAdvanced with ``guider`` (euler, normal schedule), decoded and saved."""
+def _sample_with_guider(g: UIGraph, guider, ckpt, latent, *, steps: int, prefix: str, noise_col: int,
+                        model=None, vae=None, scheduler: str = "normal", col: int = 3) -> None:
+    """SamplerCustomAdvanced with ``guider`` (euler), decoded and saved.
+
+    The schedule is computed from ``model`` and the image decoded by ``vae`` (default: the checkpoint's)."""
     noise = g.add("RandomNoise", col=noise_col, noise_seed=42)
-    select = g.add("KSamplerSelect", col=3, sampler_name="euler")
-    sigmas = g.add("BasicScheduler", col=3, model=ckpt[0], scheduler="normal", steps=steps, denoise=1.0)
-    sample = g.add("SamplerCustomAdvanced", col=3, noise=noise[0], guider=guider[0], sampler=select[0],
+    select = g.add("KSamplerSelect", col=col, sampler_name="euler")
+    sigmas = g.add("BasicScheduler", col=col, model=model or ckpt[0], scheduler=scheduler, steps=steps, denoise=1.0)
+    sample = g.add("SamplerCustomAdvanced", col=col, noise=noise[0], guider=guider[0], sampler=select[0],
                    sigmas=sigmas[0], latent_image=latent)
-    decode = g.add("VAEDecode", col=4, samples=sample[0], vae=ckpt[2])
-    g.add("SaveImage", col=4, images=decode[0], filename_prefix=prefix)
+    decode = g.add("VAEDecode", col=col + 1, samples=sample[0], vae=vae or ckpt[2])
+    g.add("SaveImage", col=col + 1, images=decode[0], filename_prefix=prefix)
 
 
 def sd15_ksampler(g: UIGraph) -> None:
@@ -336,6 +356,171 @@ Pixel space: *Load VAE* → `pixel_space` decodes, *Empty Chroma Radiance Latent
         g.add("SaveImage", col=5, title=f"Save: {label}", images=big[0], filename_prefix=f"prior_swap/{prefix}")
 
 
+def wan21_i2v(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap CFG: Wan 2.1 image-to-video + Wan 2.1 text-to-video prior
+
+Wan 2.1 I2V is a fine-tune of Wan 2.1 T2V, as Zero-1-to-3 is of Stable Diffusion: it keeps a good
+*conditional* prediction (start image + prompt), and here CFG's negative branch comes from the **T2V model**,
+{PAPER}, Eq. 7: {EQ7}
+
+**Model files**:
+- `models/diffusion_models/{WAN_I2V}`: the fine-tune you sample (Wan 2.1 I2V 14B 480p)
+- `models/diffusion_models/{WAN_T2V}`: the prior, Wan 2.1 T2V 14B, the model I2V was trained from
+  (`wan2.1_t2v_1.3B_fp16.safetensors` shares the latent space and text encoder: a cheaper, weaker prior)
+- `models/text_encoders/{WAN_TEXT_ENCODER}`: umT5-XXL, shared by both models
+- `models/clip_vision/{WAN_CLIP_VISION}`: for the I2V model only
+- `models/vae/{WAN_VAE}`
+
+The prior's negative is the same *Negative* (encoded once: both models share umT5), without the start
+image and CLIP vision features, which only the I2V model reads; empty it for the paper's ∅.
+*ModelSamplingSD3* shift 8 as in ComfyUI's Wan template; the KSampler's `cfg` is γ. To compare with stock
+CFG, bypass *Prior Swap CFG* (Ctrl+B).""", size=(460, 520))
+    finetune = g.add("UNETLoader", col=0, title="Fine-tune: Wan 2.1 I2V 14B", unet_name=WAN_I2V,
+                     weight_dtype="default")
+    base = g.add("UNETLoader", col=0, title="Prior: Wan 2.1 T2V 14B", unet_name=WAN_T2V, weight_dtype="default")
+    clip = g.add("CLIPLoader", col=0, title="umT5-XXL (both models)", clip_name=WAN_TEXT_ENCODER, type="wan",
+                 device="default")
+    vision = g.add("CLIPVisionLoader", col=0, clip_name=WAN_CLIP_VISION)
+    vae = g.add("VAELoader", col=0, vae_name=WAN_VAE)
+    image = g.add("LoadImage", col=1, title="Start image", image="example.png")
+    g.skip(1, 240)  # LoadImage grows a preview of the picture
+    pos = g.add("CLIPTextEncode", col=1, title="Positive", clip=clip[0],
+                text="a lighthouse on a cliff at sunset, waves crashing, the camera slowly circles the tower")
+    neg = g.add("CLIPTextEncode", col=1, title="Negative (fine-tune and prior)", clip=clip[0], text=WAN_NEGATIVE)
+    vision_out = g.add("CLIPVisionEncode", col=2, clip_vision=vision[0], image=image[0], crop="none")
+    i2v = g.add("WanImageToVideo", col=2, positive=pos[0], negative=neg[0], vae=vae[0], width=512, height=512,
+                length=33, batch_size=1, clip_vision_output=vision_out[0], start_image=image[0])
+    shift = g.add("ModelSamplingSD3", col=2, model=finetune[0], shift=8.0)
+    prior = g.add("PriorFromModel", col=2, title="Prior: Wan 2.1 T2V", model=base[0], negative=neg[0])
+    swap = g.add("PriorSwapCFG", col=3, model=shift[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    sampler = g.add("KSampler", col=3, title="KSampler (cfg = γ)", model=swap[0], seed=42, steps=20, cfg=6.0,
+                    sampler_name="uni_pc", scheduler="simple", positive=i2v[0], negative=i2v[1],
+                    latent_image=i2v[2], denoise=1.0)
+    decode = g.add("VAEDecode", col=4, samples=sampler[0], vae=vae[0])
+    g.add("SaveAnimatedWEBP", col=4, images=decode[0], filename_prefix="prior_swap/wan_i2v", fps=16.0,
+          lossless=False, quality=90, method="default")
+
+
+QWEN_EDIT_GAMMA = (2.5, 1.5)  # γ_T (cfg_conds: ComfyUI's template uses cfg 2.5 for the fp8 files), γ_I (the paper's)
+
+
+def qwen_image_edit(g: UIGraph) -> None:
+    gamma_t, gamma_i = QWEN_EDIT_GAMMA
+    g.note(f"""## Prior Swap: Qwen-Image-Edit + Qwen-Image prior (dual guidance, paper Eq. 9)
+
+Qwen-Image-Edit is a fine-tune of Qwen-Image. As in ComfyUI's own template, its negative carries the image
+(*Empty instruction* is encoded with it), so its CFG is an InstructPix2Pix-style **dual** condition; this
+workflow therefore uses *Prior Swap Dual CFG Guider*: only the unconditional term (no image, no text)
+comes from **Qwen-Image** ({PAPER}, Eq. 9), the image and text terms stay the edit model's:
+
+`prior(∅) + γ_I·(edit(img, ∅) − prior(∅)) + γ_T·(edit(img, txt) − edit(img, ∅))`
+
+**cfg_conds = γ_T = {gamma_t:g}**, **cfg_cond2_negative = γ_I = {gamma_i:g}** (the paper's InstructPix2Pix γ_I); with
+γ_I = 1 the prior cancels out and this is the template's stock CFG. *Prior Swap CFG* (Eq. 7) would instead
+replace the image-conditioned negative by the prior's ∅ and scale the image guidance by γ as well.
+
+**Model files**:
+- `models/diffusion_models/{QWEN_EDIT}`: the fine-tune you sample
+- `models/diffusion_models/{QWEN_IMAGE}`: the prior, Qwen-Image
+- `models/text_encoders/{QWEN_TEXT_ENCODER}`: Qwen2.5-VL, shared by both models
+- `models/vae/{QWEN_VAE}`
+
+The prior's ∅ is Qwen-Image's own empty prompt (*CLIPTextEncode*, no image).""", size=(460, 560))
+    finetune = g.add("UNETLoader", col=0, title="Fine-tune: Qwen-Image-Edit", unet_name=QWEN_EDIT,
+                     weight_dtype="default")
+    base = g.add("UNETLoader", col=0, title="Prior: Qwen-Image", unet_name=QWEN_IMAGE, weight_dtype="default")
+    clip = g.add("CLIPLoader", col=0, title="Qwen2.5-VL (both models)", clip_name=QWEN_TEXT_ENCODER,
+                 type="qwen_image", device="default")
+    vae = g.add("VAELoader", col=0, vae_name=QWEN_VAE)
+    image = g.add("LoadImage", col=1, title="Image to edit", image="example.png")
+    g.skip(1, 240)  # LoadImage grows a preview of the picture
+    scaled = g.add("ImageScaleToTotalPixels", col=1, image=image[0], upscale_method="lanczos", megapixels=1.0)
+    instruction = g.add("TextEncodeQwenImageEdit", col=1, title="Edit instruction", clip=clip[0],
+                        prompt="make it a winter scene, snow on the roofs", vae=vae[0], image=scaled[0])
+    no_text = g.add("TextEncodeQwenImageEdit", col=2, title="Empty instruction (image, no text)", clip=clip[0],
+                    prompt="", vae=vae[0], image=scaled[0])
+    empty = g.add("CLIPTextEncode", col=2, title="Empty prompt ∅ (no image)", clip=clip[0], text="")
+    latent = g.add("VAEEncode", col=2, pixels=scaled[0], vae=vae[0])
+    shift = g.add("ModelSamplingAuraFlow", col=2, model=finetune[0], shift=3.0)
+    norm = g.add("CFGNorm", col=2, model=shift[0], strength=1.0)
+    prior = g.add("PriorFromModel", col=3, title="Prior: Qwen-Image", model=base[0], negative=empty[0])
+    guider = g.add("PriorSwapDualCFGGuider", col=3, title=f"Prior Swap Dual CFG (γ_T {gamma_t:g}, γ_I {gamma_i:g})",
+                   node_width=360, model=norm[0], prior=prior[0], cond1=instruction[0], cond2=no_text[0],
+                   negative=empty[0], cfg_conds=gamma_t, cfg_cond2_negative=gamma_i, style="regular",
+                   prior_weight=1.0, start_percent=0.0, end_percent=1.0)
+    _sample_with_guider(g, guider, None, latent[0], steps=20, prefix="prior_swap/qwen_image_edit", noise_col=3,
+                        model=shift[0], vae=vae[0], scheduler="simple", col=4)
+
+
+def pixart_prior_sd15(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap CFG: SD1.5 fine-tune + PixArt-α prior (another architecture)
+
+The prior need not be the fine-tune's base, nor a UNet: **PixArt-α**, a DiT with a T5 text encoder, shares
+SD1.5's latent space and supplies CFG's unconditional branch of an SD1.5 fine-tune ({PAPER}, Eq. 7, the
+paper's cross-architecture case): {EQ7}
+
+**Model files**:
+- `models/checkpoints/{SD15_FINETUNE}`: the SD1.5 fine-tune you sample (any SD1.5 fine-tune works)
+- `models/diffusion_models/{PIXART_ALPHA}`: the prior, PixArt-α 1024-MS (PixArt-alpha/PixArt-alpha). ComfyUI
+  recognises PixArt-α by its micro-conditioning: the 256/512 px releases have none and load as PixArt-Σ
+  (SDXL's latent space), which the pack refuses as a prior for SD1.5.
+- `models/text_encoders/{T5XXL}`: T5-XXL, *Load CLIP* type `pixart`, encodes the prior's empty prompt ∅
+
+The two models have different noise schedules; the prior is evaluated at the same noise level through its
+own schedule. The KSampler's `cfg` is γ; bypass *Prior Swap CFG* (Ctrl+B) for stock CFG.""", size=(460, 460))
+    ckpt = g.add("CheckpointLoaderSimple", col=0, title="Fine-tune (SD1.5)", ckpt_name=SD15_FINETUNE)
+    pixart = g.add("UNETLoader", col=0, title="Prior: PixArt-α", unet_name=PIXART_ALPHA, weight_dtype="default")
+    t5 = g.add("CLIPLoader", col=0, title="T5-XXL (PixArt's text encoder)", clip_name=T5XXL, type="pixart",
+               device="default")
+    pos = g.add("CLIPTextEncode", col=1, title="Positive", clip=ckpt[1], text=POSITIVE)
+    neg = g.add("CLIPTextEncode", col=1, title="Negative (the fine-tune's own)", clip=ckpt[1], text="")
+    latent = g.add("EmptyLatentImage", col=1, width=512, height=512, batch_size=1)
+    empty = g.add("CLIPTextEncode", col=2, title="Prior's empty prompt ∅ (T5)", clip=t5[0], text="")
+    prior = g.add("PriorFromModel", col=2, title="Prior: PixArt-α", model=pixart[0], negative=empty[0])
+    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+    sampler = g.add("KSampler", col=3, model=swap[0], seed=42, steps=25, cfg=7.5, sampler_name="euler",
+                    scheduler="normal", positive=pos[0], negative=neg[0], latent_image=latent[0], denoise=1.0)
+    decode = g.add("VAEDecode", col=4, samples=sampler[0], vae=ckpt[2])
+    g.add("SaveImage", col=4, images=decode[0], filename_prefix="prior_swap/pixart_prior")
+
+
+def ip2p_sdxl(g: UIGraph) -> None:
+    g.note(f"""## Prior Swap: SDXL InstructPix2Pix (CosXL Edit) + SDXL base prior (dual guidance, paper Eq. 9)
+
+The SDXL version of the InstructPix2Pix workflow: the fully unconditional term ε(x, ∅, ∅) of the dual CFG
+comes from SDXL base 1.0 (the prior); the image and text terms stay the edit model's:
+
+`prior(∅) + γ_I·(ft(img, ∅) − prior(∅)) + γ_T·(ft(img, txt) − ft(img, ∅))`
+
+Paper defaults: **cfg_conds = γ_T = 7.5**, **cfg_cond2_negative = γ_I = 1.5**.
+
+**Checkpoints** (`models/checkpoints`):
+- `{COSXL_EDIT}`: CosXL Edit (stabilityai/cosxl), an 8-channel SDXL InstructPix2Pix model; any SDXL
+  InstructPix2Pix checkpoint works
+- `{SDXL_BASE}`: the prior, SDXL base 1.0
+
+CosXL Edit is v-prediction with a noise schedule of its own (stored in the file, up to σ 120); the eps prior
+is evaluated at the same noise level, and outside SDXL's range (σ 0.03–14.6) at its nearest one (logged
+once). With `prior_weight` 0 the guider is ComfyUI's DualCFGGuider.""", size=(460, 460))
+    ckpt = g.add("CheckpointLoaderSimple", col=0, title="SDXL InstructPix2Pix (fine-tune)", ckpt_name=COSXL_EDIT)
+    prior = g.add("PriorCheckpointLoader", col=0, title="Prior: SDXL base 1.0", ckpt_name=SDXL_BASE,
+                  negative_prompt="")
+    image = g.add("LoadImage", col=1, title="Image to edit", image="example.png")
+    g.skip(1, 240)  # LoadImage grows a preview of the picture
+    instruction = g.add("CLIPTextEncode", col=1, title="Edit instruction", clip=ckpt[1],
+                        text="make it a winter scene")
+    empty = g.add("CLIPTextEncode", col=1, title="Empty text", clip=ckpt[1], text="")
+    cond = g.add("InstructPixToPixConditioning", col=2, positive=instruction[0], negative=empty[0], vae=ckpt[2],
+                 pixels=image[0])
+    guider = g.add("PriorSwapDualCFGGuider", col=2, title="Prior Swap Dual CFG (paper: γ_T 7.5, γ_I 1.5)",
+                   node_width=360, model=ckpt[0], prior=prior[0], cond1=cond[0], cond2=cond[1], negative=empty[0],
+                   cfg_conds=7.5, cfg_cond2_negative=1.5, style="regular", prior_weight=1.0, start_percent=0.0,
+                   end_percent=1.0)
+    _sample_with_guider(g, guider, ckpt, cond[2], steps=30, prefix="prior_swap/ip2p_sdxl", noise_col=3)
+
+
 # file name (without .json) -> builder. Names are what ComfyUI's template browser lists.
 WORKFLOW_BUILDERS: dict[str, Callable[[UIGraph], None]] = {
     "prior_swap_sd15_ksampler": sd15_ksampler,
@@ -347,6 +532,10 @@ WORKFLOW_BUILDERS: dict[str, Callable[[UIGraph], None]] = {
     "prior_swap_gamma_sweep_sd15": gamma_sweep_sd15,
     "prior_swap_insight_sd15": insight_sd15,
     "prior_swap_toy_pair": toy_pair,
+    "prior_swap_wan21_i2v_t2v_prior": wan21_i2v,
+    "prior_swap_qwen_image_edit": qwen_image_edit,
+    "prior_swap_pixart_prior_sd15": pixart_prior_sd15,
+    "prior_swap_ip2p_sdxl": ip2p_sdxl,
 }
 
 
