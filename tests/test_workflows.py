@@ -34,13 +34,14 @@ STAND_INS = {
     "v2-1_768-ema-pruned.safetensors": "sd15_base.safetensors",
     "stable_zero123.ckpt": f"{zero123_standin.NAME}.safetensors",
 }
-_NO_SDXL = ("no SDXL stand-in in support/families.py: ComfyUI detects SDXL only with its 24 transformer blocks "
-            "(2048-wide context; 121 M weights at the least, see notes/model-families.md) and its CLIP-L/CLIP-G "
-            "text encoders cannot be stood in at a small size")
-CANNOT_RUN = {
-    "prior_swap_sdxl": _NO_SDXL,
-    "prior_swap_ip2p_sdxl": _NO_SDXL,
+CANNOT_RUN: dict[str, str] = {}  # name → why a workflow is generated but not run
+# SDXL checkpoints → support/workflow_standins.py's (UNet and VAE, no text encoder: see substitute_encoders).
+SDXL_STAND_INS = {
+    make_workflows.SDXL_FINETUNE: "sdxl_finetune_standin",
+    make_workflows.SDXL_BASE: "sdxl_base_standin",
+    make_workflows.COSXL_EDIT: "cosxl_edit_standin",
 }
+STAND_INS.update({k: f"{v}.safetensors" for k, v in SDXL_STAND_INS.items()})
 TEST_IMAGE = "workflow_input.png"
 SIZE, SPACING = 64, 8
 
@@ -126,7 +127,10 @@ def substitute_encoders(prompt: dict) -> dict:
       which is what the node appends as ``reference_latents``;
     - ``CLIPVisionLoader``/``CLIPVisionEncode`` are removed and ``WanImageToVideo`` becomes
       ``PriorSwapTestWanI2V`` (the same conditioning keys, with the start image's latent and CLIP-vision
-      output stood in).
+      output stood in);
+    - an SDXL checkpoint's text encodes become ``PriorSwapTestConditioning`` (family ``sdxl``), and
+      ``PriorCheckpointLoader`` of an SDXL checkpoint (which needs the checkpoint's own CLIP-L/G) becomes
+      ``PriorFromModel`` on that checkpoint's MODEL with its negative prompt so encoded.
     Everything else stays the workflow's own node.
     """
     next_id = max(int(i) for i in prompt) + 1
@@ -140,6 +144,23 @@ def substitute_encoders(prompt: dict) -> dict:
 
     clip_family = {i: TEXT_ENCODER_FAMILY[n["inputs"]["type"]] for i, n in prompt.items()
                    if n["class_type"] == "CLIPLoader" and n["inputs"]["type"] in TEXT_ENCODER_FAMILY}
+    sdxl = {i for i, n in prompt.items()
+            if n["class_type"] == "CheckpointLoaderSimple" and n["inputs"]["ckpt_name"] in SDXL_STAND_INS}
+    for node_id, node in list(prompt.items()):
+        if node["class_type"] == "CLIPTextEncode" and node["inputs"]["clip"] in ([i, 1] for i in sdxl):
+            text = node["inputs"]["text"]
+            prompt[node_id] = {"class_type": "PriorSwapTestConditioning", "inputs": {
+                "family": "sdxl", "seed": _text_seed(text), "tokens": max(1, len(text.split())),
+                "empty": not text.strip()}}
+        elif node["class_type"] == "PriorCheckpointLoader" and node["inputs"]["ckpt_name"] in SDXL_STAND_INS:
+            used = {v[1] for n in prompt.values() for v in n["inputs"].values() if isinstance(v, list) and v[:1] == [node_id]}
+            assert used <= {0}, "the workflow uses the prior loader's MODEL/CLIP outputs"
+            text = node["inputs"]["negative_prompt"]
+            model = add("CheckpointLoaderSimple", ckpt_name=node["inputs"]["ckpt_name"])
+            negative = add("PriorSwapTestConditioning", family="sdxl", seed=_text_seed(text),
+                           tokens=max(1, len(text.split())), empty=not text.strip())
+            prompt[node_id] = {"class_type": "PriorFromModel", "inputs": {"model": [model, 0],
+                                                                           "negative": [negative, 0]}}
     for node_id, node in list(prompt.items()):
         inputs = node["inputs"]
         family = clip_family.get((inputs.get("clip") or [None])[0])
@@ -173,6 +194,12 @@ def substitute_encoders(prompt: dict) -> dict:
 def install_stand_ins(comfy, prompt: dict) -> None:
     """Write (once, cached) and link the family stand-ins and VAE a substituted prompt loads."""
     unets = {n["inputs"]["unet_name"] for n in prompt.values() if n["class_type"] == "UNETLoader"}
+    ckpts = {n["inputs"]["ckpt_name"] for n in prompt.values() if "ckpt_name" in n["inputs"]}
+    sdxl = [name for name in SDXL_STAND_INS.values() if f"{name}.safetensors" in ckpts]
+    for name, path in (workflow_standins.write_sdxl(sdxl) if sdxl else {}).items():
+        link = comfy.checkpoints / path.name
+        if not link.exists():
+            link.symlink_to(path)
     names = [name for name in UNET_STAND_INS.values() if families.file_name(name) in unets]
     if names:
         families.install(families.write_all(names=names), comfy.base / "models")
@@ -438,12 +465,14 @@ def test_toy_pair_saves_stock_and_swap_batches(runs, object_info):
     assert differ == len(stock), "prior swap gave some stock images"
 
 
-# -- the other families: Wan 2.1 I2V, Qwen-Image-Edit, PixArt-α as prior of SD1.5 -------------------------
+# -- the other families: Wan 2.1 I2V, Qwen-Image-Edit, PixArt-α as prior of SD1.5, SDXL -----------------
 
 FAMILY_WORKFLOWS = {  # name → (size of the saved image, frames)
     "prior_swap_wan21_i2v_t2v_prior": ((SIZE, SIZE), VIDEO_LENGTH),
     "prior_swap_qwen_image_edit": ((96, 96), 1),  # the 100-px scaled input, cropped to the VAE's 8-px grid
     "prior_swap_pixart_prior_sd15": (LATENT_SIZE["prior_swap_pixart_prior_sd15"], 1),
+    "prior_swap_ip2p_sdxl": ((SIZE, SIZE), 1),
+    "prior_swap_sdxl": ((SIZE, SIZE), 1),
 }
 
 
@@ -550,3 +579,18 @@ def test_pixart_prior_graph(object_info):
     assert clip["class_type"] == "CLIPLoader" and clip["inputs"]["type"] == "pixart" and negative["inputs"]["text"] == ""
     (swap,) = _of(prompt, "PriorSwapCFG")
     assert prompt[prompt[swap]["inputs"]["model"][0]]["class_type"] == "CheckpointLoaderSimple"
+
+
+def test_ip2p_sdxl_graph_and_cosxl_schedule(object_info, runs):
+    """InstructPix2Pix terms as in the SD1.5 workflow (Eq. 9); CosXL Edit's stand-in is v-prediction EDM up to
+    σ 120, above SDXL base's σ range, which the prior meets at its nearest noise level (logged, as the note says)."""
+    prompt = convert(load("prior_swap_ip2p_sdxl"), object_info)
+    (guider,) = _of(prompt, "PriorSwapDualCFGGuider")
+    (ip2p,) = _of(prompt, "InstructPixToPixConditioning")
+    g = prompt[guider]["inputs"]
+    assert (g["cond1"], g["cond2"]) == ([ip2p, 0], [ip2p, 1]) and g["negative"] == prompt[ip2p]["inputs"]["negative"]
+    assert (g["cfg_conds"], g["cfg_cond2_negative"], g["style"]) == (7.5, 1.5, "regular")
+    assert prompt[g["model"][0]]["inputs"]["ckpt_name"] == make_workflows.COSXL_EDIT
+    assert prompt[g["prior"][0]]["inputs"]["ckpt_name"] == make_workflows.SDXL_BASE
+    log = runs("prior_swap_ip2p_sdxl")["log"]
+    assert "model_type V_PREDICTION_EDM" in log and log.count("outside the prior's range") == 1, log[-3000:]
