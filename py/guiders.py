@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .composition import check_guider_negative
 from .errors import PriorSwapError
 from .prior import Prior, check_compatible
 from .routing import SwapSchedule, apply_prior_swap
@@ -27,6 +28,7 @@ def prior_swap_guider(model: Any, prior: Prior, positive: list, negative: list |
 
     node = "PriorSwapGuider"
     check_compatible(model, prior, node)
+    check_guider_negative(model, negative, node)
     guider = comfy.samplers.CFGGuider(apply_prior_swap(model, prior, schedule, node))
     guider.set_conds(positive, _model_negative(model, prior, negative, schedule, node))
     guider.set_cfg(cfg)

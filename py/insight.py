@@ -137,8 +137,11 @@ def start(guider: Any, args: tuple, kwargs: dict) -> Recorder | None:
 def measure(run: Any, executor: Callable, model: Any, conds: list, index: int, x_in: torch.Tensor,
             timestep: torch.Tensor, model_options: dict, *args, **kwargs) -> list:
     """The measuring variant of the routing wrapper: own uncond batched with the cond, prior as usual."""
+    from . import composition
+
     out = list(executor(model, conds, x_in, timestep, model_options, *args, **kwargs))
-    prior_out = run.prior_uncond(x_in, timestep, model_options)
+    with composition.prior_call(run, model, x_in, model_options):  # hooks off, uncond's block skips
+        prior_out = run.prior_uncond(x_in, timestep, model_options)
     recorder: Recorder = run.insight
     recorder.add(timestep, out[recorder.cond_index(conds, index)], out[index], prior_out, run.reads)
     weight = run.schedule.prior_weight
