@@ -129,7 +129,7 @@ class GraphCache:
 
     def __init__(self) -> None:
         self.graphs: OrderedDict[tuple, _Graph] = OrderedDict()  # least recently used first
-        self.failed: set[tuple] = set()
+        self.failed: dict[tuple, str] = {}  # key → why its capture failed (those shapes run eagerly)
         # (device index, tag) → a private memory pool; tag None: the one pool all graphs on that device share
         self.pools: dict[tuple, Any] = {}
         self.pool_bytes: dict[int, int] = {}  # device index → memory its pools took from the device
@@ -138,6 +138,7 @@ class GraphCache:
         self.separate_pools = False  # this run replays the two models concurrently (PRIOR_SWAP_OVERLAP)
         self._states: dict[int, tuple] = {}  # id(BaseModel) → weights_state, computed once per run
         self.replays = self.eager = self.captures = 0
+        self.eager_reasons: dict[str, int] = {}  # why calls ran eagerly this run (logged at its end)
         self.capture_s = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -151,6 +152,7 @@ class GraphCache:
         self.separate_pools = separate_pools
         self._states.clear()
         self.replays = self.eager = self.captures = 0
+        self.eager_reasons = {}
         self.capture_s = 0.0
 
     def end_run(self) -> None:
@@ -228,29 +230,28 @@ class GraphCache:
         def graphed_apply_model(executor: Callable, *args, **kwargs):
             if cache.busy:  # inside this cache's own capture
                 return executor(*args, **kwargs)
-            call = None
-            if cache.in_run and enabled():
-                call = _replayable_call(executor, base_model, args, kwargs)
-            if call is None:  # outside a run, or a model, input or wrapper a replay would not reproduce
-                cache.eager += 1
-                return executor(*args, **kwargs)
+            call = "outside a sampling run" if not cache.in_run else "switched off" if not enabled() else (
+                _replayable_call(executor, base_model, args, kwargs))
+            if isinstance(call, str):  # a model, input or wrapper a replay would not reproduce: run it as it is
+                return cache.run_eagerly(call, executor, args, kwargs)
             index = call.x.device.index if call.x.device.index is not None else torch.cuda.current_device()
             tag = id(base_model) if cache.separate_pools else None
             key = (id(base_model), cache._state(base_model), call.structure, call.shapes, index, tag)
             entry = cache.graphs.get(key)
             if entry is None:
-                if key in cache.failed or cache.captures >= MAX_CAPTURES_PER_RUN:
-                    cache.eager += 1
-                    return executor(*args, **kwargs)
+                if key in cache.failed:
+                    return cache.run_eagerly(cache.failed[key], executor, args, kwargs)
+                if cache.captures >= MAX_CAPTURES_PER_RUN:
+                    return cache.run_eagerly("more input shapes than graphs captured per run", executor, args, kwargs)
                 try:
                     warm = (index, tag, id(base_model), call.shapes)  # per capture stream: its cuBLAS workspace
                     entry = cache._capture(executor, base_model, call, index, tag, warm_up=warm not in _WARMED)
                     _WARMED.add(warm)
-                except Exception as e:  # capture can fail on ops that sync; run eagerly from then on
+                except Exception as e:  # capture fails on a forward that syncs with the host: eager from then on
                     log.warning("PriorSwapCFG: CUDA graph capture failed (%s); running this shape eagerly.", e)
-                    cache.failed.add(key)
-                    cache.eager += 1
-                    return executor(*args, **kwargs)
+                    first_line = str(e).splitlines()[0][:120] if str(e) else ""
+                    cache.failed[key] = f"capture failed ({type(e).__name__}: {first_line})"
+                    return cache.run_eagerly(cache.failed[key], executor, args, kwargs)
                 cache.graphs[key] = entry
                 while len(cache.graphs) > MAX_GRAPHS:
                     cache.graphs.popitem(last=False)
@@ -267,6 +268,12 @@ class GraphCache:
         graphed_apply_model.graph_cache = cache  # for tests and the benchmark
         return graphed_apply_model
 
+    def run_eagerly(self, reason: str, executor: Callable, args: tuple, kwargs: dict) -> Any:
+        """The call as it is, counted with why it was not replayed."""
+        self.eager += 1
+        self.eager_reasons[reason] = self.eager_reasons.get(reason, 0) + 1
+        return executor(*args, **kwargs)
+
     def _pool(self, index: int, tag: Any) -> Any:
         pool = self.pools.get((index, tag))
         if pool is None:
@@ -277,7 +284,7 @@ class GraphCache:
                  warm_up: bool = True) -> _Graph:
         started = time.perf_counter()
         with torch.cuda.device(index):
-            static_in = [t.clone() for t in call.tensors]
+            static_in = [t.to(call.x.device, copy=True) for t in call.tensors]
             args, kwargs = call.rebuild(static_in)
             stream = _capture_stream(index, tag)
             stream.wait_stream(torch.cuda.current_stream())
@@ -369,41 +376,52 @@ class _Call:
         return tuple(args), kwargs
 
 
-def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: dict) -> _Call | None:
-    """The call as graph inputs, or None where a replay would not reproduce the eager forward."""
+def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: dict) -> "_Call | str":
+    """The call as graph inputs, or why a replay would not reproduce the eager forward."""
     import comfy.patcher_extension
 
     if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_cuda:
-        return None
-    if not _fully_loaded(base_model) or _weight_hooks(base_model):
-        return None
+        return "not on a CUDA device"
+    if not _fully_loaded(base_model):
+        return "model partly loaded (lowvram)"
+    if _weight_hooks(base_model):
+        return "weight hooks"
     # transformer_options: by keyword, or the one positional dict (apply_model passes it sixth).
     slot: Any = "transformer_options" if isinstance(kwargs.get("transformer_options"), dict) else None
     if slot is None:
         dicts = [i for i, a in enumerate(args) if isinstance(a, dict)]
         if len(dicts) != 1:
-            return None
+            return "no transformer_options"
         slot = dicts[0]
     options = kwargs[slot] if isinstance(slot, str) else args[slot]
-    if any(v for k, v in options.items() if k not in _REPLAYABLE_OPTIONS) or _has_patches(options):
-        return None
+    unknown = sorted(k for k, v in options.items() if k not in _REPLAYABLE_OPTIONS and v is not None
+                     and not (isinstance(v, (dict, list, tuple)) and not v))
+    if unknown:
+        return f"transformer_options {unknown}"
+    if _has_patches(options):
+        return "attention/block patches"
     # Another node's wrapper of the model call (TorchCompileModel's, EasyCache's…) would run frozen inside the
     # graph, or around a forward the graph replaces: step aside.
-    if (len(getattr(executor, "wrappers", ())) > 1
-            or options.get("wrappers", {}).get(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL)):
-        return None
+    if len(getattr(executor, "wrappers", ())) > 1:
+        return "another APPLY_MODEL wrapper"
+    if options.get("wrappers", {}).get(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
+        return "a DIFFUSION_MODEL wrapper"
     rest_args = tuple(a for i, a in enumerate(args) if i != slot)
     rest_kwargs = {k: v for k, v in kwargs.items() if k != slot}
     tensors: list = []
     try:
         structure_args = _flatten(rest_args, tensors)
         structure_kwargs = _flatten(rest_kwargs, tensors)
-    except _NotReplayable:  # a ControlNet, a Python object among the conds…
-        return None
+    except _NotReplayable as e:  # a ControlNet, a Python object among the conds…
+        return f"a {e} input"
     option_tensors = tuple(k for k, v in options.items() if isinstance(v, torch.Tensor))
     tensors.extend(options[k] for k in option_tensors)
-    if any(not t.is_cuda or t.device != args[0].device for t in tensors):
-        return None
+    # The conds reach apply_model on the CPU (it casts them to the GPU each call): their graph inputs live on the
+    # GPU and each replay copies them in, as the eager call would. A tensor on another GPU cannot be read.
+    device = args[0].device
+    elsewhere = sorted({str(t.device) for t in tensors if t.is_cuda and t.device != device})
+    if elsewhere:
+        return f"inputs on {', '.join(elsewhere)}"
     placeholder = {k: v for k, v in options.items() if k not in option_tensors}
     shapes = tuple((tuple(t.shape), t.dtype) for t in tensors)
     structure = (structure_args, structure_kwargs, option_tensors)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import insight
+from . import composition, insight
 from .deferred import DeferredReads
 from .fastpath import GraphCache, env_flag
 from .guidance import blend_uncond, is_flow, prior_sigma, same_sampling, to_prior_space
@@ -153,19 +153,9 @@ class PriorRun:
 
     # -- which slot is the uncond ---------------------------------------------------------------
     def uncond_index(self, conds: list) -> int | None:
-        """Index of the guider's negative cond list in ``conds``, or None (e.g. cfg == 1)."""
-        negative = getattr(self.guider, "conds", {}).get("negative")
-        if not negative:
-            return None
-        for i, c in enumerate(conds):
-            if c is negative:
-                return i
-        # Another pack may rebuild the list; its entries are still the guider's cond dicts.
-        ids = {id(c) for c in negative}
-        for i, c in enumerate(conds):
-            if c and all(id(x) in ids for x in c):
-                return i
-        return None
+        """Index of the list the prior supplies in ``conds`` (the guider's negative; PerpNegGuider's empty ∅
+        base), recognised by identity or by its cond dicts' uuid (context windows copy them), or None."""
+        return composition.find_slot(self.guider, conds)
 
     def active(self, sigma: torch.Tensor) -> bool:
         """True when this step's sigma lies in [end, start] of the schedule (like ConditioningSetTimestepRange)."""
@@ -326,12 +316,14 @@ def _calc_cond_batch_wrapper(executor: Callable, model: Any, conds: list, x_in: 
         own_conds[index] = None  # the fine-tune does not evaluate its own uncond at all
     if run.concurrent(x_in):
         # Queue the prior first, so its GPU (or stream) works while the fine-tune's forward is queued.
-        pending = run.start_prior(x_in, timestep, model_options)
+        with composition.prior_call(run, model, x_in, model_options):  # hooks off, uncond's block skips
+            pending = run.start_prior(x_in, timestep, model_options)
         out = list(executor(model, own_conds, x_in, timestep, model_options, *args, **kwargs))
         prior_out = run.finish_prior(pending, x_in)
     else:
         out = list(executor(model, own_conds, x_in, timestep, model_options, *args, **kwargs))
-        prior_out = run.prior_uncond(x_in, timestep, model_options)
+        with composition.prior_call(run, model, x_in, model_options):  # hooks off, uncond's block skips
+            prior_out = run.prior_uncond(x_in, timestep, model_options)
     out[index] = blend_uncond(out[index], prior_out, weight)
     return out
 
@@ -371,6 +363,7 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
                 graphs.end_run()
         # Patches added downstream of PriorSwapCFG (a LoRA on the fine-tune) are only visible now.
         check_shared_weights(guider.model_patcher, priors[0], "PriorSwapCFG")
+        composition.check_run(guider, priors[0], schedule.prior_weight)  # SAG, PerpNeg, SLG Simple (issue 16)
         run = PriorRun(guider, priors[0], negative, schedule, graphs, label)
         run.seed, run.latent_shapes = _bound(executor, args, kwargs, "seed", "latent_shapes")
         graphs.begin_run(separate_pools=run.overlap)
@@ -385,9 +378,11 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
             guider.model_options.pop(KEY, None)
             if run.insight is not None:
                 run.insight.finish()
+            why = "; ".join(f"{n}× {reason}" for reason, n in graphs.eager_reasons.items() if reason != "not on "
+                            "a CUDA device")
             log.info("PriorSwapCFG: prior evaluated at %d of %d model calls on %s (CUDA graph replays %d, "
-                     "eager %d, captured %d in %.0f ms)", run.prior_calls, run.steps, run.device or "-",
-                     graphs.replays, graphs.eager, graphs.captures, 1000 * graphs.capture_s)
+                     "eager %d%s, captured %d in %.0f ms)", run.prior_calls, run.steps, run.device or "-",
+                     graphs.replays, graphs.eager, f": {why}" if why else "", graphs.captures, 1000 * graphs.capture_s)
             graphs.end_run()  # graphs are kept for the next run while valid (py/fastpath.py)
 
     return outer_sample

@@ -43,8 +43,16 @@ SDXL = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_tra
             transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
             use_temporal_attention=False, use_temporal_resblock=False)
 
+# SD3.5-medium's MMDiT-X as ComfyUI's model_detection reads it from the checkpoint (2.5 B parameters): a DiT with
+# flow sampling, which calls no DIFFUSION_MODEL wrapper (the fast path wraps apply_model).
+SD35M = dict(in_channels=16, patch_size=2, out_channels=16, depth=24, input_size=None, adm_in_channels=2048,
+             context_embedder_config={"target": "torch.nn.Linear",
+                                      "params": {"in_features": 4096, "out_features": 1536}},
+             num_patches=147456, pos_embed_max_size=384, qk_norm="rms", pos_embed_scaling_factor=None,
+             x_block_self_attn_layers=list(range(13)))
 
-def build_model(unet_config: dict, seed: int, device_kind: str):
+
+def build_model(unet_config: dict, seed: int, device_kind: str, gpu_dtype=None):
     """A ModelPatcher around ComfyUI's model class for ``unet_config``, random fp16 (CPU: fp32) weights."""
     import torch
     import comfy.model_detection
@@ -52,7 +60,7 @@ def build_model(unet_config: dict, seed: int, device_kind: str):
     import comfy.model_patcher
 
     config = comfy.model_detection.model_config_from_unet_config(dict(unet_config))
-    dtype = torch.float16 if device_kind == "cuda" else torch.float32
+    dtype = (gpu_dtype or torch.float16) if device_kind == "cuda" else torch.float32
     config.set_inference_dtype(dtype, None)
     model = config.get_model({}, "")
     # Drawn on the GPU where there is one (seconds instead of a minute for two SDXL UNets), kept on the CPU
@@ -76,6 +84,10 @@ def conditioning(unet_config: dict, size: int, seed: int):
     import torch
 
     gen = torch.Generator().manual_seed(seed)
+    if "context_embedder_config" in unet_config:  # MMDiT: CLIP-L/G + T5 context, 2048 pooled
+        width = unet_config["context_embedder_config"]["params"]["in_features"]
+        return [[torch.randn(1, 154, width, generator=gen),
+                 {"pooled_output": torch.randn(1, unet_config["adm_in_channels"], generator=gen)}]]
     ctx = torch.randn(1, 77, unet_config["context_dim"], generator=gen)
     extra = {}
     if unet_config.get("adm_in_channels"):
@@ -88,7 +100,8 @@ def sample(model, positive, negative, size: int, steps: int, cfg: float, seed: i
     import torch
     import comfy.sample
 
-    latent = torch.zeros(1, 4, size // 8, size // 8)
+    channels = model.get_model_object("latent_format").latent_channels
+    latent = torch.zeros(1, channels, size // 8, size // 8)
     noise = comfy.sample.prepare_noise(latent, seed)
     return comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
                                disable_pbar=True, seed=seed)
@@ -279,7 +292,8 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--models", default=None, help="comma list of sd15,sdxl (default: cuda both, cpu sd15-small)")
+    parser.add_argument("--models", default=None,
+                        help="comma list of sd15,sdxl,sd35m (default: cuda sd15,sdxl; cpu sd15-small)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -313,11 +327,11 @@ def main() -> int:
     from support.checkpoints import unet_config as small_unet
 
     if args.device == "cuda":
-        plan = {"sd15": (SD15, 512), "sdxl": (SDXL, 1024)}
+        plan = {"sd15": (SD15, 512), "sdxl": (SDXL, 1024), "sd35m": (SD35M, 1024)}
     else:
         small = {**SD15, **small_unet(4, [1, 2]), "num_res_blocks": [1, 1]}
         plan = {"sd15-small": (small, 64)}
-    wanted = args.models.split(",") if args.models else list(plan)
+    wanted = args.models.split(",") if args.models else [m for m in plan if m != "sd35m"]
     results = []
     for name in wanted:
         cfg, size = plan[name]
