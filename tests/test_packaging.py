@@ -115,7 +115,7 @@ def test_comfyignore_ships_the_pack_and_nothing_else():
     assert not leaked, leaked
     top = {p.split("/")[0] for p in files}
     assert top <= {"__init__.py", "pyproject.toml", "README.md", "LICENSE", "icon.svg", "nodes", "js", "py",
-                   "workflows"}, top
+                   "workflows", "docs"}, top  # docs: the pages the README links to
 
 
 def test_matcher_reads_gitwildmatch_like_comfy_cli():
