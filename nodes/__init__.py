@@ -10,10 +10,10 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import guidance_nodes, insight_nodes, prior_nodes, toy_nodes
+from . import guidance_nodes, insight_nodes, options_nodes, prior_nodes, toy_nodes
 
-NODES: list[type[io.ComfyNode]] = [*prior_nodes.NODES, *guidance_nodes.NODES, *insight_nodes.NODES,
-                                   *toy_nodes.NODES]
+NODES: list[type[io.ComfyNode]] = [*prior_nodes.NODES, *guidance_nodes.NODES, *options_nodes.NODES,
+                                   *insight_nodes.NODES, *toy_nodes.NODES]
 # Each class is named after its node id (tests/test_registration.py checks it).
 NODE_CLASS_MAPPINGS: dict[str, type[io.ComfyNode]] = {node.__name__: node for node in NODES}
 

@@ -18,8 +18,8 @@ and for the same argument layout, scalar values and input shapes and dtypes. Gra
 * the patched MODEL is garbage collected (the GraphCache belongs to it),
 * after a run ComfyUI's notion of free VRAM, minus what the graphs hold, falls below its own minimum
   inference reserve (``comfy.model_management.minimum_inference_memory()``),
-* more than :data:`MAX_GRAPHS` are held (least recently used first), or ``PRIOR_SWAP_KEEP_GRAPHS=0``
-  (then they are freed at the end of every run, as before).
+* more than :data:`MAX_GRAPHS` are held (least recently used first), or the options say "per run"
+  (Prior Swap Options; ``PRIOR_SWAP_KEEP_GRAPHS=0`` machine-wide): then they are freed at the end of every run.
 
 All graphs of one patched model on one device share a single private memory pool: they are replayed one
 after the other on one stream and each output is copied out right after its replay, so the pool holds
@@ -34,13 +34,12 @@ among the inputs, no attention/transformer patches, no other node's APPLY_MODEL 
 (TorchCompileModel, EasyCache), no ``transformer_options`` a forward reads as Python values (context windows,
 RoPE options), no weight hooks (their Python code or weights may change per step). Anything else runs
 eagerly, and so does a shape whose capture failed (a forward that syncs with the host).
-``PRIOR_SWAP_CUDA_GRAPHS=0`` switches the fast path off.
+The Prior Swap Options node (or ``PRIOR_SWAP_CUDA_GRAPHS=0`` machine-wide) switches it off.
 """
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
 import weakref
 from collections import OrderedDict
@@ -48,6 +47,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+
+from .options import GRAPH_MODES, machine_defaults
 
 log = logging.getLogger("prior_swap_cfg")
 
@@ -58,21 +59,6 @@ MAX_CAPTURES_PER_RUN = 4  # a run with ever-changing shapes stays eager instead 
 # workspace, are done), which would cost a whole forward.
 _WARMED: set[tuple] = set()
 _CAPTURE_STREAMS: dict[tuple, Any] = {}  # (device index, tag) → stream, see _capture_stream
-
-
-def env_flag(name: str, default: str = "1") -> bool:
-    """True unless the environment variable is 0/false/off/no/empty (``default`` when unset)."""
-    return os.environ.get(name, default).strip().lower() not in ("0", "false", "off", "no", "")
-
-
-def enabled() -> bool:
-    """The fast path is on unless PRIOR_SWAP_CUDA_GRAPHS is 0/false/off."""
-    return env_flag("PRIOR_SWAP_CUDA_GRAPHS")
-
-
-def keep_across_runs() -> bool:
-    """Graphs outlive a run unless PRIOR_SWAP_KEEP_GRAPHS is 0/false/off."""
-    return env_flag("PRIOR_SWAP_KEEP_GRAPHS")
 
 
 def _fully_loaded(base_model: Any) -> bool:
@@ -134,6 +120,7 @@ class GraphCache:
         self.pools: dict[tuple, Any] = {}
         self.pool_bytes: dict[int, int] = {}  # device index → memory its pools took from the device
         self.in_run = False
+        self.mode = GRAPH_MODES[0]
         self.busy = False  # capturing: a call of this cache nested in the captured one runs as it is
         self.separate_pools = False  # this run replays the two models concurrently (PRIOR_SWAP_OVERLAP)
         self._states: dict[int, tuple] = {}  # id(BaseModel) → weights_state, computed once per run
@@ -142,13 +129,15 @@ class GraphCache:
         self.capture_s = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def begin_run(self, separate_pools: bool = False) -> None:
+    def begin_run(self, separate_pools: bool = False, mode: str | None = None) -> None:
         """A sampling run starts: graphs may be used (weight states are re-read), counters at zero.
 
         ``separate_pools``: the run replays the prior's graph concurrently with the fine-tune's (a second
-        stream), so each model's graphs need a pool of their own.
+        stream), so each model's graphs need a pool of their own. ``mode``: one of ``options.GRAPH_MODES``
+        (kept across runs, captured per run, off); None: the machine's default.
         """
         self.in_run = True
+        self.mode = mode or machine_defaults().cuda_graphs
         self.separate_pools = separate_pools
         self._states.clear()
         self.replays = self.eager = self.captures = 0
@@ -159,7 +148,7 @@ class GraphCache:
         """A sampling run ended: keep the graphs unless switched off or ComfyUI would run short of VRAM."""
         self.in_run = False
         self._states.clear()
-        if not keep_across_runs():
+        if self.mode != GRAPH_MODES[0]:  # captured per run, or off
             self.clear()
             return
         for index in {i for i, _tag in self.pools}:
@@ -230,7 +219,7 @@ class GraphCache:
         def graphed_apply_model(executor: Callable, *args, **kwargs):
             if cache.busy:  # inside this cache's own capture
                 return executor(*args, **kwargs)
-            call = "outside a sampling run" if not cache.in_run else "switched off" if not enabled() else (
+            call = "outside a sampling run" if not cache.in_run else "switched off" if cache.mode == GRAPH_MODES[2] else (
                 _replayable_call(executor, base_model, args, kwargs))
             if isinstance(call, str):  # a model, input or wrapper a replay would not reproduce: run it as it is
                 return cache.run_eagerly(call, executor, args, kwargs)

@@ -14,9 +14,9 @@ How it hooks in (ComfyUI's supported extension points only, all on a clone of th
   CFGZero*…) — runs unchanged and sees the prior's uncond. Another pack's
   ``sampler_calc_cond_batch_function`` still works because it ends in ``calc_cond_batch`` too.
 
-With ``PRIOR_SWAP_PRIOR_DEVICE=cuda:N`` the additional model is a clone of the prior with that ``load_device``
-(ComfyUI loads it there) and each step queues the prior's forward on that GPU before the fine-tune's, so the two
-run at the same time; ``PRIOR_SWAP_OVERLAP=1`` (experimental) does the same on a second stream of one GPU.
+With the Prior Swap Options node (``py/options.py``) the prior can be loaded on another GPU (the additional
+model is then a clone of the prior with that ``load_device``, and each step queues the prior's forward there
+before the fine-tune's, so the two run at the same time) or run on a second stream of one GPU.
 
 Because the routing keys on the guider's ``negative`` conds, the same patch serves the stock KSampler
 (CFGGuider), SamplerCustomAdvanced guiders and DualCFGGuider (whose ``negative`` is the (∅, ∅) term).
@@ -26,7 +26,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,8 +33,9 @@ import torch
 
 from . import composition, insight
 from .deferred import DeferredReads
-from .fastpath import GraphCache, env_flag
+from .fastpath import GraphCache
 from .guidance import blend_uncond, is_flow, prior_sigma, same_sampling, to_prior_space
+from .options import OPTIONS_KEY, RunOptions, prior_device, run_options
 from .prior import Prior, check_compatible, check_shared_weights, prior_output_error
 
 KEY = "prior_swap_cfg"
@@ -81,39 +81,6 @@ class SwapSchedule:
         return self.prior_weight >= 1.0 and self.start_percent <= 0.0 and self.end_percent >= 1.0
 
 
-def overlap_enabled() -> bool:
-    """PRIOR_SWAP_OVERLAP=1: on one GPU, run the prior's forward on a second stream beside the fine-tune's."""
-    return env_flag("PRIOR_SWAP_OVERLAP", "0")
-
-
-_warned_device: set[str] = set()
-
-
-def prior_device_option() -> torch.device | None:
-    """The device PRIOR_SWAP_PRIOR_DEVICE asks the prior to run on (e.g. ``cuda:1``), or None (the model's).
-
-    A machine-wide choice, like ComfyUI's own ``--cuda-device``, so workflows stay the same on one-GPU
-    machines: an unusable value is reported once and ignored.
-    """
-    value = os.environ.get("PRIOR_SWAP_PRIOR_DEVICE", "").strip()
-    if value.lower() in ("", "0", "off", "no", "none", "default", "same"):
-        return None
-    try:
-        device = torch.device(value)
-        usable = (device.type == "cuda" and device.index is not None and torch.cuda.is_available()
-                  and device.index < torch.cuda.device_count())
-    except (RuntimeError, ValueError):
-        usable = False
-    if not usable:
-        if value not in _warned_device:
-            _warned_device.add(value)
-            log.warning("PriorSwapCFG: PRIOR_SWAP_PRIOR_DEVICE=%s is not a CUDA device of this machine (cuda:N with "
-                        "N < %d); the prior runs on the model's device.", value,
-                        torch.cuda.device_count() if torch.cuda.is_available() else 0)
-        return None
-    return device
-
-
 class PriorRun:
     """State of one sampling run: the prior's processed conds, counters, one-time warnings."""
 
@@ -146,9 +113,10 @@ class PriorRun:
         self._prior_range: tuple[float, float] | None = None
         self._warned_range = False
         self._side_stream = None
-        # On one GPU with PRIOR_SWAP_OVERLAP=1, the prior's forward runs on a second stream. Never when the
+        # On one GPU with the overlap option, the prior's forward runs on a second stream. Never when the
         # prior is the model's own BaseModel: the two calls could then replay the very same graph at once.
-        self.overlap = (overlap_enabled() and torch.cuda.is_available()
+        self.options = run_options(guider.model_options)
+        self.overlap = (self.options.overlap and torch.cuda.is_available()
                         and prior.model is not guider.model_patcher.model)
 
     # -- which slot is the uncond ---------------------------------------------------------------
@@ -356,7 +324,7 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
         guider = executor.class_obj
         priors = guider.model_patcher.get_additional_models_with_key(KEY)
         if not priors:
-            graphs.begin_run()
+            graphs.begin_run(mode=run_options(guider.model_options).cuda_graphs)
             try:
                 return executor(*args, **kwargs)
             finally:
@@ -366,7 +334,7 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
         composition.check_run(guider, priors[0], schedule.prior_weight)  # SAG, PerpNeg, SLG Simple (issue 16)
         run = PriorRun(guider, priors[0], negative, schedule, graphs, label)
         run.seed, run.latent_shapes = _bound(executor, args, kwargs, "seed", "latent_shapes")
-        graphs.begin_run(separate_pools=run.overlap)
+        graphs.begin_run(separate_pools=run.overlap, mode=run.options.cuda_graphs)
         run.insight = insight.start(guider, args, kwargs)
         guider.model_options[KEY] = run  # guider.model_options is this run's clone
         try:
@@ -396,7 +364,8 @@ def apply_prior_swap(model: Any, prior: Prior, schedule: SwapSchedule, node: str
     schedule.check(node)
     patched = model.clone()
     graphs = GraphCache()
-    patched.set_additional_models(KEY, [_placed_prior(model, prior, graphs)])
+    device = prior_device(run_options(model.model_options), model.load_device)
+    patched.set_additional_models(KEY, [_placed_prior(model, prior, graphs, device)])
     wrappers = comfy.patcher_extension.WrappersMP
     for kind, fn in ((wrappers.OUTER_SAMPLE, _make_outer_sample_wrapper(prior, schedule, graphs)),
                      (wrappers.SAMPLER_SAMPLE, _sampler_sample_wrapper),
@@ -419,20 +388,19 @@ def _detach_callback(graphs: GraphCache) -> Callable:
     return on_detach
 
 
-def _placed_prior(model: Any, prior: Prior, graphs: GraphCache) -> Any:
-    """The prior's ModelPatcher as ComfyUI should load it: itself, or a clone for PRIOR_SWAP_PRIOR_DEVICE.
+def _placed_prior(model: Any, prior: Prior, graphs: GraphCache, device: torch.device | None) -> Any:
+    """The prior's ModelPatcher as ComfyUI should load it: itself, or a clone to load on ``device``.
 
     The clone only changes ``load_device``: ComfyUI's own model management then loads the prior to that GPU
     (memory checks, offloading and unloading included). The Prior the user built is not changed.
     """
     import comfy.patcher_extension
 
-    device = prior_device_option()
     if device is None or device == model.load_device:
         return prior.model
     if prior.model.model is model.model:
         log.warning("PriorSwapCFG: the prior is the model's own checkpoint, which cannot be on two GPUs; "
-                    "PRIOR_SWAP_PRIOR_DEVICE is ignored for it.")
+                    "the prior device option is ignored for it.")
         return prior.model
     placed = prior.model.clone()
     placed.load_device = device
@@ -443,3 +411,16 @@ def _placed_prior(model: Any, prior: Prior, graphs: GraphCache) -> Any:
         placed.register_load_device(device)
     placed.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_DETACH, KEY, _detach_callback(graphs))
     return placed
+
+
+def with_run_options(model: Any, options: RunOptions, node: str = "PriorSwapOptions") -> Any:
+    """A clone of the fine-tune ``model`` that Prior Swap CFG and the guiders run with ``options``."""
+    from .errors import PriorSwapError
+
+    if model.get_additional_models_with_key(KEY):
+        raise PriorSwapError(
+            f"{node}: the model is already patched by Prior Swap CFG, which placed its prior when it ran. Connect "
+            f"{node} between the fine-tune's loader and Prior Swap CFG (or the Prior Swap guider) instead.")
+    patched = model.clone()
+    patched.model_options[OPTIONS_KEY] = options
+    return patched

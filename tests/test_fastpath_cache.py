@@ -10,6 +10,7 @@ import logging
 import pytest
 import torch
 
+from support.comfy_env import pack_module
 from test_core_inprocess import _prior, core, sd15  # noqa: F401  (sd15 is a fixture)
 
 
@@ -107,11 +108,15 @@ def test_keep_switch_frees_graphs_at_run_end(sd15, monkeypatch):
     fastpath = core("fastpath")
     model, _clip = sd15
     cache = fastpath.GraphCache()
+    monkeypatch.setenv("PRIOR_SWAP_KEEP_GRAPHS", "0")  # the machine default, read when a run begins
     cache.begin_run()
     cache.graphs[("k",)] = _FakeGraph(fastpath, model.model).entry
-    monkeypatch.setenv("PRIOR_SWAP_KEEP_GRAPHS", "0")
     cache.end_run()
     assert not cache.graphs and not cache.in_run
+    cache.begin_run(mode="keep across runs")  # Prior Swap Options' choice wins over the environment
+    cache.graphs[("k",)] = _FakeGraph(fastpath, model.model).entry
+    cache.end_run()
+    assert cache.graphs
 
 
 def test_graphs_only_inside_a_run():
@@ -130,19 +135,21 @@ def test_graphs_only_inside_a_run():
 
 
 def test_prior_device_option(monkeypatch, caplog):
-    routing = core("routing")
+    options = core("options")
     monkeypatch.delenv("PRIOR_SWAP_PRIOR_DEVICE", raising=False)
-    assert routing.prior_device_option() is None
+    assert options.prior_device(options.machine_defaults(), torch.device("cpu")) is None
     for value in ("", "off", "default"):
         monkeypatch.setenv("PRIOR_SWAP_PRIOR_DEVICE", value)
-        assert routing.prior_device_option() is None
+        assert options.prior_device(options.machine_defaults(), torch.device("cpu")) is None
     caplog.set_level(logging.WARNING, logger="prior_swap_cfg")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     for value in (f"cuda:{count}", "banana"):  # not a GPU of this machine: reported once, ignored
         monkeypatch.setenv("PRIOR_SWAP_PRIOR_DEVICE", value)
-        assert routing.prior_device_option() is None
-        assert routing.prior_device_option() is None
+        assert options.prior_device(options.machine_defaults(), torch.device("cpu")) is None
+        assert options.prior_device(options.machine_defaults(), torch.device("cpu")) is None
         assert sum(value in r.getMessage() for r in caplog.records) == 1
+    if count < 2:  # "another GPU" on a machine without one: reported once, the model's device
+        assert options.prior_device(options.RunOptions(prior_device="another"), torch.device("cpu")) is None
 
 
 def test_prior_device_ignored_where_unusable_keeps_the_prior_itself(sd15, monkeypatch):
@@ -152,6 +159,28 @@ def test_prior_device_ignored_where_unusable_keeps_the_prior_itself(sd15, monkey
     monkeypatch.setenv("PRIOR_SWAP_PRIOR_DEVICE", "cuda:7")
     patched = routing.apply_prior_swap(model, prior, routing.SwapSchedule())
     assert patched.get_additional_models_with_key(routing.KEY) == [prior.model]
+
+
+def test_options_node_choices_reach_the_run_and_beat_the_machine_default(sd15, monkeypatch):
+    """Prior Swap Options on the fine-tune: its graph mode is what the run uses, whatever the environment."""
+    import comfy.sample
+
+    routing, fastpath, options = core("routing"), core("fastpath"), core("options")
+    nodes = pack_module("nodes").NODE_CLASS_MAPPINGS
+    model, clip = sd15
+    monkeypatch.setenv("PRIOR_SWAP_CUDA_GRAPHS", "1")
+    with_options = nodes["PriorSwapOptions"].execute(model, "off", "same GPU as the model", False)[0]
+    assert options.OPTIONS_KEY not in model.model_options  # the input MODEL is not changed
+    patched = routing.apply_prior_swap(with_options, _prior(model, clip), routing.SwapSchedule())
+    cond = [[torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(1)), {}]]
+    latent = torch.zeros(1, 4, 8, 8)
+    comfy.sample.sample(patched, comfy.sample.prepare_noise(latent, 0), 2, 5.0, "euler", "simple", cond,
+                        _prior(model, clip).negative, latent, disable_pbar=True, seed=0)
+    cache = fastpath.graph_cache_of(patched, routing.KEY)
+    assert cache.eager_reasons == {"switched off": 4}  # 2 steps × (fine-tune + prior), none replayed
+    # Put after Prior Swap CFG it could not move the prior any more: refused, naming where it goes.
+    with pytest.raises(core("errors").PriorSwapError, match="between the fine-tune's loader and Prior Swap CFG"):
+        nodes["PriorSwapOptions"].execute(patched, "off", "another GPU", False)
 
 
 def test_deferred_reads_on_cpu_are_immediate_and_in_order():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 import json
 from pathlib import Path
 
@@ -28,6 +29,8 @@ V1_INFO: dict = json.loads(V1_RECORDING.read_text())
 # The checkpoints folder the V1 recording was made with; the live list is the server's folder instead.
 RECORDED_CHECKPOINTS = ["sd15_base.safetensors", "sd15_finetune.safetensors"]
 V3_ONLY_FLAGS = {"deprecated": False, "experimental": False, "api_node": False}
+# Nodes added after the V1 recording (each checked by its own tests): Prior Swap Options (#17).
+ADDED_SINCE_V1 = ["PriorSwapOptions"]
 PACK_MODULE = "custom_nodes.comfyui-prior-swap"
 
 
@@ -97,7 +100,7 @@ def test_nodes_are_v3_and_the_pack_enters_through_comfy_entrypoint(comfy):
     nodes = asyncio.run(extension.get_node_list())
     assert all(issubclass(n, io.ComfyNode) for n in nodes)
     ids = [n.GET_SCHEMA().node_id for n in nodes]
-    assert sorted(ids) == sorted(V1_INFO)
+    assert sorted(ids) == sorted([*V1_INFO, *ADDED_SINCE_V1])
     # For scripts: nodes.NODE_CLASS_MAPPINGS maps each id to its class (classes are named after their ids).
     assert pack_module("nodes").NODE_CLASS_MAPPINGS == dict(zip(ids, nodes))
     log = comfy.log_text()
@@ -138,13 +141,26 @@ def test_stand_in_checkpoints_listed(comfy):
 
 
 def test_frontend_extension_served(comfy):
-    """WEB_DIRECTORY is registered and the server serves the pack's script to the frontend."""
+    """WEB_DIRECTORY is registered and the server serves the pack's scripts to the frontend.
+
+    ComfyUI lists every .js under WEB_DIRECTORY, subfolders included, so the shared module js/lib/common.js is
+    listed too: it registers no extension, and the two scripts import it by the same URL (loaded once; the
+    browser tests check the fetches).
+    """
     import requests
 
     scripts = comfy.get("/extensions")
     ours = [s for s in scripts if "comfyui-prior-swap" in s]
     assert sorted(ours) == ["/extensions/comfyui-prior-swap/insight.js",
+                            "/extensions/comfyui-prior-swap/lib/common.js",
                             "/extensions/comfyui-prior-swap/prior_swap.js"], scripts
+    bodies = {}
     for script in ours:
         body = requests.get(comfy.url + script, timeout=10)
-        assert body.ok and "registerExtension" in body.text
+        assert body.ok and "javascript" in body.headers["Content-Type"]
+        bodies[script.rsplit("/", 2)[-1] if "/lib/" not in script else "lib/common.js"] = body.text
+    for name in ("insight.js", "prior_swap.js"):
+        assert "registerExtension" in bodies[name] and 'from "./lib/common.js"' in bodies[name], name
+        code = re.sub(r"//[^\n]*", "", bodies[name])  # comments may name what the code avoids
+        assert not re.search(r"\.links?\b", code), f"{name}: deprecated graph API (output.links / input.link)"
+    assert "registerExtension" not in bodies["lib/common.js"]
