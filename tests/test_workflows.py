@@ -472,7 +472,6 @@ FAMILY_WORKFLOWS = {  # name → (size of the saved image, frames)
     "prior_swap_qwen_image_edit": ((96, 96), 1),  # the 100-px scaled input, cropped to the VAE's 8-px grid
     "prior_swap_pixart_prior_sd15": (LATENT_SIZE["prior_swap_pixart_prior_sd15"], 1),
     "prior_swap_ip2p_sdxl": ((SIZE, SIZE), 1),
-    "prior_swap_sdxl": ((SIZE, SIZE), 1),
 }
 
 
