@@ -10,10 +10,12 @@
 //
 // Nothing here is saved with the workflow: the widget has serialize false (not in widgets_values, not in
 // the prompt), and everything it shows is derived from the node's own widgets and links, so it is the same
-// after saving and reloading. Prototype callbacks are chained, never replaced.
+// after saving and reloading. Prototype callbacks are chained, never replaced. Connectivity is read through
+// node.getOutputNodes / node.isInputConnected (./lib/common.js), not the deprecated output.links / input.link.
 import { app } from "../../scripts/app.js";
+import { PRIOR_COLOR, chain, injectStyle as addStyle, inputConnected, outputNodes, vueNodeElement, widgetOf }
+  from "./lib/common.js";
 
-const PRIOR_COLOR = "#9d4dff"; // violet like a MODEL (#b39ddb), but clearly apart from it
 const OWN_COLOR = "#5a5a5a";
 const WIDGET = "prior_swap_schedule";
 const CLASS = "prior-swap-schedule";
@@ -41,6 +43,7 @@ export const PRESETS = {
     { id: "off", label: "Stock DualCFGGuider (prior off)", values: { prior_weight: 0 } },
   ],
 };
+const OFF_ATTR = "data-prior-swap-unused"; // on a Vue node's widget row that does not apply (greyed out)
 const WATCHED = ["prior_weight", "start_percent", "end_percent", "cfg", "cfg_conds", "cfg_cond2_negative", "style"];
 
 const STYLE = `
@@ -56,26 +59,11 @@ body { --color-datatype-PRIOR: ${PRIOR_COLOR}; }
 .${CLASS} .ps-status.ps-off { opacity: .75; }
 .${CLASS} select { width: 100%; font-size: 11px; padding: 1px 2px; border-radius: 4px;
   background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd); border: 1px solid var(--border-color, #444); }
+[${OFF_ATTR}] { opacity: .35; filter: grayscale(1); }
 `;
 
-function injectStyle() {
-  if (document.getElementById(`${CLASS}-style`)) return;
-  const style = document.createElement("style");
-  style.id = `${CLASS}-style`;
-  style.textContent = STYLE;
-  document.head.appendChild(style);
-}
+const injectStyle = () => addStyle(`${CLASS}-style`, STYLE);
 
-function chain(object, name, fn) {
-  const previous = object[name];
-  object[name] = function (...args) {
-    const result = previous?.apply(this, args);
-    fn.apply(this, args);
-    return result;
-  };
-}
-
-const widgetOf = (node, name) => node.widgets?.find((w) => w.name === name);
 const valueOf = (node, name, fallback) => {
   const v = widgetOf(node, name)?.value;
   return v === undefined || v === null || v === "" ? fallback : v;
@@ -83,31 +71,20 @@ const valueOf = (node, name, fallback) => {
 const pct = (x) => `${Math.round(x * 100)}%`;
 const fmt = (x) => (Number.isFinite(x) ? `${+x.toFixed(2)}` : "?");
 
-function getLink(graph, id) {
-  return graph?.getLink?.(id) ?? graph?.links?.get?.(id) ?? graph?.links?.[id];
-}
-
 // Nodes downstream of `node`'s MODEL output that have a `cfg` widget (KSampler, KSamplerAdvanced, CFGGuider, …),
 // looking through model patches (nodes with a MODEL output) up to a few hops.
 export function downstreamSamplers(node, depth = 5, seen = new Set()) {
   const found = [];
   if (!node?.graph || depth <= 0 || seen.has(node.id)) return found;
   seen.add(node.id);
-  for (const output of node.outputs ?? []) {
-    if (output.type !== "MODEL") continue;
-    for (const id of output.links ?? []) {
-      const target = node.graph.getNodeById(getLink(node.graph, id)?.target_id);
-      if (!target) continue;
+  (node.outputs ?? []).forEach((output, slot) => {
+    if (output.type !== "MODEL") return;
+    for (const target of outputNodes(node, slot)) {
       if (widgetOf(target, "cfg")) found.push(target);
       else found.push(...downstreamSamplers(target, depth - 1, seen));
     }
-  }
-  return found;
-}
-
-function isConnected(node, inputName) {
-  const input = node.inputs?.find((i) => i.name === inputName);
-  return input?.link !== undefined && input?.link !== null;
+  });
+  return [...new Set(found)];
 }
 
 // What the node will do with its current values: the state drawn by the widget.
@@ -133,7 +110,7 @@ export function scheduleState(node) {
   } else if (weight <= 0) {
     level = "off";
     message = "prior_weight 0: stock CFG, the prior is not used";
-  } else if (node.comfyClass === "PriorSwapGuider" && (weight < 1 || partial) && !isConnected(node, "negative")) {
+  } else if (node.comfyClass === "PriorSwapGuider" && (weight < 1 || partial) && !inputConnected(node, "negative")) {
     level = "error";
     message = "connect 'negative' (the model's own): prior_weight < 1 or a partial range uses it";
   } else {
@@ -168,6 +145,7 @@ function render(node) {
     const w = widgetOf(node, name);
     if (w) w.disabled = state.weight <= 0;
   }
+  greyVueRows(node, state.weight <= 0);
   if (el.dataset.key === state.key) return;
   el.dataset.key = state.key;
   Object.assign(el.dataset, {
@@ -185,6 +163,48 @@ function render(node) {
   gamma.textContent = state.gamma;
   gamma.title = state.gamma;
   node.setDirtyCanvas?.(true, true);
+}
+
+// The Vue renderer draws widgets as its own components and shows `disabled` weakly or not at all (1.32: not
+// at all; 1.58: only the +/- buttons dim): mark the rows of the inputs that do not apply, so the stylesheet
+// greys them out. Vue mounts (and may re-mount) a node's element after the graph loads, so the marks are
+// applied again whenever elements are added to the page (see the observer in setup).
+function rowsOf(nodeElement, name) {
+  const named = nodeElement.querySelector(`[data-widget-name="${CSS.escape(name)}"]`); // frontend 1.58
+  if (named) return named;
+  const field = nodeElement.querySelector(`[aria-label="${CSS.escape(name)}"]`); // frontend 1.32
+  const container = field?.closest(".lg-node-widgets");
+  return container ? [...container.children].find((row) => row.contains(field)) : null;
+}
+
+function greyVueRows(node, off) {
+  const nodeElement = vueNodeElement(node);
+  if (!nodeElement) return;
+  for (const name of ["start_percent", "end_percent"]) {
+    const row = rowsOf(nodeElement, name);
+    if (row && row.hasAttribute(OFF_ATTR) !== off) row.toggleAttribute(OFF_ATTR, off);
+  }
+}
+
+let greyingQueued = false;
+function greyAllVueRows() {
+  if (greyingQueued) return;
+  greyingQueued = true;
+  requestAnimationFrame(() => {
+    greyingQueued = false;
+    for (const node of app.graph?.nodes ?? []) {
+      if (PRESETS[node.comfyClass]) greyVueRows(node, Number(valueOf(node, "prior_weight", 1)) <= 0);
+    }
+  });
+}
+
+// Every schedule of the graph again: after a workflow is configured (all widgets hold the workflow's values,
+// the KSampler's cfg included) and after a sampler's cfg changes. The canvas renderer also re-renders on draw;
+// the Vue renderer draws no canvas widgets, so these are what keep γ right there.
+function renderAll() {
+  for (const node of app.graph?.nodes ?? []) {
+    if (PRESETS[node.comfyClass]) render(node);
+  }
 }
 
 export function applyPreset(node, preset) {
@@ -269,11 +289,23 @@ app.registerExtension({
     pinTypeColor(app.canvas?.default_connection_color_byType, "PRIOR", PRIOR_COLOR);
     pinTypeColor(globalThis.LGraphCanvas?.link_type_colors, "PRIOR", PRIOR_COLOR);
     injectStyle(); // also gives the Vue renderer's PRIOR sockets the colour (--color-datatype-PRIOR)
+    // Elements added to the page (Vue node elements among them): re-apply the greying once per frame.
+    new MutationObserver((records) => {
+      if (records.some((r) => r.addedNodes.length) && document.querySelector("[data-node-id]")) greyAllVueRows();
+    }).observe(document.body, { childList: true, subtree: true });
   },
 });
 
 app.registerExtension({
   name: "PriorSwapCFG.Schedule",
+  async afterConfigureGraph() {
+    renderAll();
+  },
+  nodeCreated(node) {
+    // A sampler's γ is shown on the Prior Swap CFG that feeds it: follow edits of its cfg in either renderer.
+    const cfg = PRESETS[node.comfyClass] ? null : widgetOf(node, "cfg");
+    if (cfg) chain(cfg, "callback", () => renderAll());
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!PRESETS[nodeData.name]) return;
     const proto = nodeType.prototype;

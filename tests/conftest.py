@@ -15,6 +15,7 @@ from support.comfy_env import ROOT, import_comfy  # noqa: E402
 import_comfy()
 
 from support import checkpoints  # noqa: E402
+from support.browser import frontend_args  # noqa: E402
 from support.server import ComfyServer  # noqa: E402
 
 
@@ -32,7 +33,8 @@ def comfy(tmp_path_factory, checkpoint_cache) -> ComfyServer:
     base = tmp_path_factory.mktemp("comfy-base")
     # DEBUG: ComfyUI then logs "Unloading <model>" for each model /free unloads, the observable of its
     # loaded-models list that test_lifecycle.py reads.
-    server = ComfyServer(base, extra_args=["--verbose", "DEBUG"])
+    # PRIOR_SWAP_FRONTEND=newest: the newest frontend instead of the bundled one (support/browser.py).
+    server = ComfyServer(base, extra_args=["--verbose", "DEBUG", *frontend_args()])
     for f in checkpoint_cache.glob("*.safetensors"):
         (server.checkpoints / f.name).symlink_to(f)
     loras = base / "models" / "loras"

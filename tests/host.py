@@ -37,6 +37,11 @@ TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 SKIP_REQUIREMENTS = {"torchaudio"}
 TEST_DEPS = ["requests", "pytest", "websocket-client", "playwright"]
 VENV_PYTHON = "python3.11"
+# The newest ComfyUI frontend, served with --front-end-root beside the host's bundled one by the browser tests
+# (tests/support/browser.py, NEWEST_FRONTEND). Installed into a folder of its own, not the venv: the venv
+# keeps the frontend version the host pins (1.32.9 for 0.3.75).
+NEWEST_FRONTEND = "comfyui-frontend-package==1.58.1"
+FRONTENDS = HOST / "frontends"
 
 
 def log(msg: str) -> None:
@@ -128,6 +133,7 @@ def install() -> None:
         missing = subprocess.run([str(py), "-c", "import pytest, requests, websocket"], capture_output=True)
         if missing.returncode:
             _run([py, "-m", "pip", "install", "--quiet", *TEST_DEPS])
+        install_newest_frontend(py)
         log(f"using your ComfyUI at {comfy} with {py}")
         return
     comfy = HOST / "ComfyUI"
@@ -144,7 +150,23 @@ def install() -> None:
         _run([host_python(), "-m", "pip", "install", "--quiet", *TORCH, *_requirements(comfy), *TEST_DEPS])
         stamp.write_text(key)
     link_pack(comfy)
+    install_newest_frontend(host_python())
     log(f"host ready: ComfyUI {comfy_version(comfy)} at {comfy} ({time.time() - t0:.0f}s)")
+
+
+def install_newest_frontend(py: Path) -> Path:
+    """``NEWEST_FRONTEND`` into .host/frontends/<version> (idempotent); returns its static folder."""
+    version = NEWEST_FRONTEND.split("==", 1)[1]
+    dest = FRONTENDS / version
+    static = dest / "comfyui_frontend_package" / "static"
+    if (static / "index.html").exists():
+        return static
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _run([py, "-m", "pip", "install", "--quiet", "--no-deps", "--target", tmp, NEWEST_FRONTEND])
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return static
 
 
 def comfy_version(comfy: Path) -> str:

@@ -1,4 +1,11 @@
-"""Drive the real ComfyUI frontend, served by the test host, in headless Debian Chromium with playwright."""
+"""Drive the real ComfyUI frontend, served by the test host, in headless Debian Chromium with playwright.
+
+Two frontends: the one the host ComfyUI bundles (``comfyui-frontend-package`` in its venv, 1.32.9 for
+0.3.75) and the newest one, installed by ``tests/host.py install`` into ``.host/frontends/<version>`` (a
+folder of its own, so the host's bundled one stays as it is) and served with ``--front-end-root``.
+``PRIOR_SWAP_FRONTEND`` picks the one the test session's server serves: ``bundled`` (default) or
+``newest``; ``.ci/run`` runs the browser tests once with each.
+"""
 from __future__ import annotations
 
 import json
@@ -6,21 +13,77 @@ import os
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[2]
+NEWEST_FRONTEND = "1.58.1"  # comfyui-frontend-package version tests/host.py installs beside the bundled one
+FRONTENDS_DIR = ROOT / ".host" / "frontends"
+
 CHROMIUM = os.environ.get("PRIOR_SWAP_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PACK_MODULE = "comfyui-prior-swap"  # the pack's folder name in custom_nodes: its templates' route
 EXTENSION = "PriorSwapCFG.PriorType"
-# Frontend settings for a test user: no first-run template browser, no update or survey pop-ups.
-SETTINGS = {
-    "Comfy.TutorialCompleted": True,
-    "Comfy.InstalledVersion": "1.32.9",
-    "Comfy.Release.Version": "1.32.9",
-    "Comfy.Release.Status": "what's new seen",
-    "Comfy.Minimap.Visible": False,
+PACK_SCRIPTS = f"/extensions/{PACK_MODULE}/"  # where the pack's scripts are served: a stack naming it is ours
+
+
+def frontend_choice() -> str:
+    choice = os.environ.get("PRIOR_SWAP_FRONTEND", "bundled").strip() or "bundled"
+    if choice not in ("bundled", "newest"):
+        raise ValueError(f"PRIOR_SWAP_FRONTEND={choice!r}: use 'bundled' or 'newest'")
+    return choice
+
+
+def newest_frontend_root() -> Path:
+    return FRONTENDS_DIR / NEWEST_FRONTEND / "comfyui_frontend_package" / "static"
+
+
+def frontend_args() -> list[str]:
+    """ComfyUI arguments that serve the chosen frontend (none for the bundled one)."""
+    if frontend_choice() == "bundled":
+        return []
+    root = newest_frontend_root()
+    if not (root / "index.html").exists():
+        raise RuntimeError(f"{root} missing: run python3 tests/host.py install")
+    return ["--front-end-root", str(root)]
+
+
+def frontend_version() -> str:
+    """Version of the frontend the chosen server serves."""
+    if frontend_choice() == "newest":
+        return NEWEST_FRONTEND
+    from importlib.metadata import version
+
+    return version("comfyui_frontend_package")
+
+
+def settings() -> dict:
+    """Frontend settings for a test user: no first-run template browser, no update or survey pop-ups."""
+    return {
+        "Comfy.TutorialCompleted": True,
+        "Comfy.InstalledVersion": frontend_version(),
+        "Comfy.Release.Version": frontend_version(),
+        "Comfy.Release.Status": "what's new seen",
+        "Comfy.Minimap.Visible": False,
+    }
+
+
+# Browser-local state of the frontend: the "Nodes 2.0" banner counts as dismissed. Every console warning and
+# error is also reported with its JavaScript stack (to __priorSwapConsole, exposed by Frontend), so a warning
+# can be told to come from the pack's scripts, e.g. a deprecation notice raised inside a litegraph getter.
+INIT_SCRIPT = """
+try { localStorage.setItem('vueNodesBannerDismissed', 'true'); } catch (e) {}
+// Keep every resource timing entry (the default buffer of 250 fills before the extensions load).
+try { performance.setResourceTimingBufferSize(100000); } catch (e) {}
+for (const level of ['warn', 'error']) {
+  const original = console[level];
+  console[level] = function (...args) {
+    try {
+      const text = args.map(a => (a instanceof Error ? a.message : typeof a === 'string' ? a : String(a))).join(' ');
+      window.__priorSwapConsole?.(level, text, new Error().stack || '');
+    } catch (e) {}
+    return original.apply(this, args);
+  };
 }
-# Browser-local state of the frontend: the "Nodes 2.0" banner counts as dismissed.
-INIT_SCRIPT = "try { localStorage.setItem('vueNodesBannerDismissed', 'true'); } catch (e) {}"
+"""
 
 
 def write_user_settings(base: Path, extra: dict | None = None) -> None:
@@ -28,10 +91,10 @@ def write_user_settings(base: Path, extra: dict | None = None) -> None:
     folder = base / "user" / "default"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "comfy.settings.json"
-    settings = json.loads(path.read_text()) if path.exists() else {}
-    settings.update(SETTINGS)
-    settings.update(extra or {})
-    path.write_text(json.dumps(settings, indent=2))
+    values = json.loads(path.read_text()) if path.exists() else {}
+    values.update(settings())
+    values.update(extra or {})
+    path.write_text(json.dumps(values, indent=2))
 
 
 class Frontend:
@@ -40,9 +103,25 @@ class Frontend:
     def __init__(self, page, server):
         self.page, self.server = page, server
         self.console: list[str] = []  # console errors and page errors, for assertions
+        self.traced: list[dict] = []  # console warnings and errors with the stack that raised them
         page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
         page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        page.expose_function("__priorSwapConsole", lambda level, text, stack: self.traced.append(
+            {"level": level, "text": text, "stack": stack}))
         page.add_init_script(INIT_SCRIPT)
+
+    def pack_warnings(self) -> list[dict]:
+        """Console warnings and errors raised from the pack's scripts (their stack runs through them)."""
+        return [t for t in self.traced if PACK_SCRIPTS in t["stack"]]
+
+    @property
+    def version(self) -> str:
+        return self.eval("() => window.__COMFYUI_FRONTEND_VERSION__ ?? null")
+
+    def set_vue_nodes(self, enabled: bool) -> None:
+        """Switch the "Nodes 2.0" (Vue) renderer on or off, as the settings dialog does."""
+        self.eval("(on) => window.app.extensionManager.setting.set('Comfy.VueNodes.Enabled', on)", enabled)
+        self.settle()
 
     def open(self, timeout_ms: int = 120_000) -> "Frontend":
         self.page.goto(self.server.url)
@@ -156,7 +235,14 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "browser"
+ARTIFACTS_ROOT = ROOT / "out" / "browser"
+
+
+def artifacts() -> Path:
+    """Screenshots of this session's frontend: out/browser/<bundled|newest>/ (ignored by git)."""
+    folder = ARTIFACTS_ROOT / frontend_choice()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def require_chromium() -> None:
@@ -177,7 +263,7 @@ def open_frontend(comfy, settings: dict | None = None):
     from playwright.sync_api import sync_playwright
 
     write_user_settings(comfy.base, settings)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    artifacts()
     with sync_playwright() as p:
         chromium = launch(p)
         page = chromium.new_page(viewport={"width": 1400, "height": 900})
