@@ -17,6 +17,8 @@ loader logs no ``unet missing`` / ``unet unexpected``).
 | ``fam_qwen_image_edit`` / ``fam_qwen_image`` | ``QwenImage`` (1 block; 3072 wide) | Wan21 | 380 M (floor) | Qwen-Image-Edit → Qwen-Image |
 | ``fam_pixart_alpha`` | ``PixArtAlpha`` (depth 1, 1152 wide) | SD15, 4 ch | 37 M | prior of the SD1.5 fine-tune (``sd15_finetune`` of ``checkpoints.py``) |
 | ``fam_ltxv_ft`` / ``fam_ltxv_base`` | ``LTXV`` (head dim 2, 1 layer) | LTXV, 128 ch, 5-D | 0.4 M | LTXV → LTXV |
+| ``fam_sdxl_ip2p`` | ``SDXL_instructpix2pix`` (8 input channels; one level, 24 transformer blocks) | SDXL, 4 ch | 121 M (floor) | SDXL InstructPix2Pix (CosXL Edit's kind) fine-tune |
+| ``fam_sdxl_base`` | ``SDXL`` (same, 4 input channels) | SDXL | 121 M (floor) | … its SDXL base prior |
 
 Differently seeded copies stand for "fine-tune" and "base": same architecture, other weights.
 Files are bf16 (ComfyUI computes in fp32 on the CPU whatever the file dtype), written once under
@@ -55,6 +57,14 @@ _QWEN = {"image_model": "qwen_image", "in_channels": 64, "num_layers": 1}
 _PIXART_ALPHA = {"num_heads": 16, "patch_size": 2, "hidden_size": 1152, "in_channels": 4, "depth": 1,
                  "model_max_length": 120, "image_model": "pixart_alpha", "micro_condition": True}
 _LTXV = {"image_model": "ltxv", "num_layers": 1, "attention_head_dim": 2, "cross_attention_dim": 64}
+# SDXL's class match needs model_channels 320, transformer_depth [0, 0, 2, 2, 10, 10] (24 blocks at context 2048)
+# and label_emb 2816 → 1280; one level of six res blocks carries them without a second level or a middle block.
+_SDXL = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+         "in_channels": 4, "out_channels": 4, "model_channels": 320, "num_res_blocks": [6], "channel_mult": [1],
+         "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_output": [0] * 7,
+         "transformer_depth_middle": -2, "use_linear_in_transformer": True, "context_dim": 2048,
+         "adm_in_channels": 2816, "use_temporal_attention": False, "use_temporal_resblock": False,
+         "num_classes": "sequential"}
 
 # name -> (detected supported_models class, detection config, seed)
 MODELS: dict[str, tuple[str, dict, int]] = {
@@ -69,6 +79,8 @@ MODELS: dict[str, tuple[str, dict, int]] = {
     "fam_pixart_alpha": ("PixArtAlpha", _PIXART_ALPHA, 341),
     "fam_ltxv_ft": ("LTXV", _LTXV, 351),
     "fam_ltxv_base": ("LTXV", _LTXV, 352),
+    "fam_sdxl_ip2p": ("SDXL_instructpix2pix", {**_SDXL, "in_channels": 8}, 361),
+    "fam_sdxl_base": ("SDXL", _SDXL, 362),
 }
 
 # Keys the host's networks keep as state but that a release does not ship (PixArt recomputes pos_embed from

@@ -35,6 +35,11 @@ nodes as substitutes, so names and inputs are stable:
     ``comfy.clip_vision.Output`` with seeded ``penultimate_hidden_states`` [1, 257, 1280], ``last_hidden_state``
     and ``image_embeds`` [1, 1024]).
 
+``PriorSwapTestInstructPix2Pix`` → ``(positive, negative, LATENT)``
+    inputs: ``positive``, ``negative`` (CONDITIONING), ``latent`` (LATENT: the encoded edit image, e.g. from
+    ``PriorSwapTestLatent``). What ``comfy_extras/nodes_ip2p.py`` InstructPixToPixConditioning does after its
+    ``vae.encode(pixels)``: ``concat_latent_image`` on positive and negative, and an empty latent of its shape.
+
 ``PriorSwapTestLatent`` → ``LATENT``
     inputs: ``family`` (combo, see :data:`LATENTS`), ``width``, ``height``, ``length``, ``batch_size``, ``seed``.
     A seeded latent, as a VAE would encode an image/video of that size for the family (4-D or 5-D). Fed to the
@@ -175,6 +180,30 @@ class PriorSwapTestWanI2V:
         return wan_i2v(positive, negative, width, height, length, batch_size, seed, start_frames, clip_vision)
 
 
+def instruct_pix2pix(positive: list, negative: list, concat_latent: torch.Tensor):
+    """What InstructPixToPixConditioning returns for an already encoded image."""
+    out = []
+    for cond in (positive, negative):
+        out.append([[t[0], {**t[1], "concat_latent_image": concat_latent}] for t in cond])
+    return out[0], out[1], {"samples": torch.zeros_like(concat_latent)}
+
+
+class PriorSwapTestInstructPix2Pix:
+    DESCRIPTION = ("Test stand-in for InstructPixToPixConditioning with the image already encoded: "
+                   "concat_latent_image on positive and negative, and an empty latent of the image's shape.")
+    CATEGORY = "testing/prior_swap"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
+    RETURN_NAMES = ("positive", "negative", "latent")
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "latent": ("LATENT",)}}
+
+    def apply(self, positive, negative, latent):
+        return instruct_pix2pix(positive, negative, latent["samples"])
+
+
 class PriorSwapTestLatent:
     DESCRIPTION = "Test stand-in for a VAE-encoded image or video: a seeded LATENT of the family's shape."
     CATEGORY = "testing/prior_swap"
@@ -200,10 +229,12 @@ class PriorSwapTestLatent:
 NODE_CLASS_MAPPINGS = {
     "PriorSwapTestConditioning": PriorSwapTestConditioning,
     "PriorSwapTestWanI2V": PriorSwapTestWanI2V,
+    "PriorSwapTestInstructPix2Pix": PriorSwapTestInstructPix2Pix,
     "PriorSwapTestLatent": PriorSwapTestLatent,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PriorSwapTestConditioning": "Test Conditioning (stand-in text encoder)",
     "PriorSwapTestWanI2V": "Test Wan Image to Video (stand-in)",
+    "PriorSwapTestInstructPix2Pix": "Test InstructPix2Pix Conditioning (stand-in)",
     "PriorSwapTestLatent": "Test Latent (stand-in VAE encode)",
 }
