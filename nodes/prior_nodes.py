@@ -4,7 +4,7 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from ..py.prior import load_prior_checkpoint_by_name, make_prior
+from ..py.prior import WEIGHT_DTYPES, load_prior_checkpoint_by_name, make_prior
 from .common import CATEGORY, Prior
 
 
@@ -27,6 +27,13 @@ class PriorCheckpointLoader(io.ComfyNode):
                                 tooltip="The prior's unconditional prompt, encoded by the prior's own CLIP. Leave "
                                         "empty for the paper's setting (the empty prompt ∅); a negative prompt works "
                                         "here as in stock CFG."),
+                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
+                               tooltip="How the prior's weights are stored, as in Load Diffusion Model (UNETLoader): "
+                                       "default keeps the checkpoint's precision; fp8_e4m3fn / fp8_e5m2 store them in "
+                                       "8 bits (half the memory of fp16) and cast them to the compute dtype at use; "
+                                       "fp8_e4m3fn_fast also uses fp8 matrix multiplication where the GPU has it. fp8 "
+                                       "lets the fine-tune and the prior fit together on a smaller card, at a small "
+                                       "cost in precision of the prior's uncond."),
             ],
             outputs=[
                 Prior.Output(display_name="prior", tooltip="The prior with its encoded negative prompt; connect it "
@@ -38,8 +45,8 @@ class PriorCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, ckpt_name: str, negative_prompt: str) -> io.NodeOutput:
-        return io.NodeOutput(*load_prior_checkpoint_by_name(ckpt_name, negative_prompt))
+    def execute(cls, ckpt_name: str, negative_prompt: str, weight_dtype: str = "default") -> io.NodeOutput:
+        return io.NodeOutput(*load_prior_checkpoint_by_name(ckpt_name, negative_prompt, weight_dtype))
 
 
 class PriorFromModel(io.ComfyNode):
@@ -52,10 +59,13 @@ class PriorFromModel(io.ComfyNode):
             display_name="Prior From Model",
             category=CATEGORY,
             description=("Turns any MODEL into a PRIOR, with the negative conditioning encoded by that model's own "
-                         "CLIP. Use it for priors with LoRAs, ModelSamplingDiscrete (v-prediction) or other patches."),
+                         "CLIP. Use it for priors with LoRAs, ModelSamplingDiscrete (v-prediction) or other patches, "
+                         "or for a prior stored in fp8: Load Diffusion Model (UNETLoader) with weight_dtype "
+                         "fp8_e4m3fn/fp8_e5m2 gives a MODEL this node accepts as it is."),
             inputs=[
                 io.Model.Input("model", tooltip="The prior's diffusion model (the base model, or another one sharing "
-                                                "the fine-tune's latent space)."),
+                                                "the fine-tune's latent space). A MODEL loaded with weight_dtype fp8 "
+                                                "(Load Diffusion Model) works as it is: half the memory of fp16."),
                 io.Conditioning.Input("negative", tooltip="The prior's unconditional/negative conditioning, encoded by "
                                                           "the prior's own CLIP (an empty prompt is the paper's ∅)."),
             ],

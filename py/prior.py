@@ -44,7 +44,27 @@ def encode_text(clip: Any, text: str) -> list:
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
-def load_prior_checkpoint_by_name(ckpt_name: str, negative_prompt: str) -> tuple[Prior, Any, Any]:
+# PriorCheckpointLoader's weight_dtype choices: those of the host's UNETLoader, mapped as it maps them.
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+
+
+def weight_dtype_options(weight_dtype: str) -> dict:
+    """``model_options`` for ``weight_dtype``, exactly as ComfyUI's UNETLoader builds them (nodes.py)."""
+    if weight_dtype in (None, "", "default"):
+        return {}
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise PriorSwapError(f"PriorCheckpointLoader: weight_dtype must be one of {', '.join(WEIGHT_DTYPES)} "
+                             f"(got {weight_dtype!r}).")
+    if weight_dtype == "fp8_e5m2":
+        return {"dtype": torch.float8_e5m2}
+    options: dict = {"dtype": torch.float8_e4m3fn}
+    if weight_dtype == "fp8_e4m3fn_fast":
+        options["fp8_optimizations"] = True
+    return options
+
+
+def load_prior_checkpoint_by_name(ckpt_name: str, negative_prompt: str,
+                                  weight_dtype: str = "default") -> tuple[Prior, Any, Any]:
     """PriorCheckpointLoader: resolve ``ckpt_name`` in the checkpoints folder and load it as a prior."""
     import folder_paths
 
@@ -53,18 +73,35 @@ def load_prior_checkpoint_by_name(ckpt_name: str, negative_prompt: str) -> tuple
         path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
     except FileNotFoundError as e:
         raise _load_error(ckpt_name, e) from e
-    return load_prior_checkpoint(path, negative_prompt, name=ckpt_name)
+    return load_prior_checkpoint(path, negative_prompt, name=ckpt_name, weight_dtype=weight_dtype)
 
 
-def load_prior_checkpoint(ckpt_path: str, negative_prompt: str, name: str) -> tuple[Prior, Any, Any]:
-    """Load a checkpoint as a prior; returns (prior, model, clip)."""
+def load_prior_checkpoint(ckpt_path: str, negative_prompt: str, name: str,
+                          weight_dtype: str = "default") -> tuple[Prior, Any, Any]:
+    """Load a checkpoint as a prior; returns (prior, model, clip).
+
+    ``weight_dtype`` (UNETLoader's choices) goes to ``load_checkpoint_guess_config`` as ``model_options``: the
+    diffusion model's weights are stored in fp8 and cast to the compute dtype at use; the text encoder is not
+    changed.
+    """
     import comfy.sd
     import folder_paths
 
+    model_options = weight_dtype_options(weight_dtype)
+    if model_options.pop("fp8_optimizations", False):
+        # 0.3.75's load_checkpoint_guess_config reads only "dtype" and "custom_operations" of model_options (the
+        # fp8_optimizations flag UNETLoader sets reaches the model config only through load_diffusion_model), so
+        # the operations the host's pick_operations chooses for that flag are passed directly: fp8 matrix
+        # multiplication where the GPU computes in fp8, else the plain fp8 storage above.
+        import comfy.model_management
+        import comfy.ops
+
+        if comfy.model_management.supports_fp8_compute(comfy.model_management.get_torch_device()):
+            model_options["custom_operations"] = comfy.ops.fp8_ops
     try:
         model, clip, _vae, _clipvision = comfy.sd.load_checkpoint_guess_config(
             ckpt_path, output_vae=False, output_clip=True,
-            embedding_directory=folder_paths.get_folder_paths("embeddings"))
+            embedding_directory=folder_paths.get_folder_paths("embeddings"), model_options=model_options)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as e:  # a broken file: say which and what to do, keep the original as the cause

@@ -15,6 +15,23 @@ Variants (``--variants``): ``stock``; ``swap`` (defaults); ``swap_eager`` (``PRI
 ``swap_insight`` (the swapped model through the ``PriorSwapInsight`` node, issue #11); ``swap_overlap``
 (``PRIOR_SWAP_OVERLAP=1``: prior on a second stream); ``swap_2gpu`` (with two GPUs: the prior, a copy of the
 same weights, placed on cuda:1 by ``PRIOR_SWAP_PRIOR_DEVICE``); ``stock_again`` (stock last too, for drift).
+Added by options (issue #20):
+
+- ``--prior-weight-dtype fp8_e4m3fn|fp8_e5m2``: ``swap_fp8``, the same prior weights stored in fp8 and cast at use,
+  built as ComfyUI's ``UNETLoader`` with that ``weight_dtype`` builds a model (``comfy.sd.load_diffusion_model``:
+  ``set_inference_dtype(fp8, unet_manual_cast(fp8, …))``, then the weights copied in, rounded to fp8).
+- ``--compile``: ``stock_compiled`` and ``swap_compiled``, the host's ``TorchCompileModel`` node (backend
+  ``--compile-backend``) applied to the fine-tune and to the prior's MODEL, as a user would, before
+  ``PriorFromModel``/``PriorSwapCFG``. The pack's CUDA graphs step aside for a model with another APPLY_MODEL
+  wrapper, so the swap then runs the two compiled batch-1 forwards (``swap_compiled_fastpath`` says what ran).
+
+Per variant it also reports what ComfyUI had loaded after its last timed run (``<variant>_loaded``: each model's
+loaded vs total MiB, ``partial`` where ComfyUI loaded it in part and streams the rest every step;
+``<variant>_offloaded``), its peak VRAM (``peak_<variant>_MiB``, the timed runs') and the fast path's replays and
+eager calls with their reasons (``<variant>_fastpath``). With ``--simulate-vram-gb`` (a smaller card: ComfyUI's
+``--reserve-vram``, one budget per process) the variants run one after the other (``--order blocked``: a
+variant's first run, then its repeats), as a user runs one setting, instead of interleaved: interleaving two
+settings that do not both fit would reload weights between runs and time the reloads.
 """
 from __future__ import annotations
 
@@ -52,8 +69,17 @@ SD35M = dict(in_channels=16, patch_size=2, out_channels=16, depth=24, input_size
              x_block_self_attn_layers=list(range(13)))
 
 
-def build_model(unet_config: dict, seed: int, device_kind: str, gpu_dtype=None):
-    """A ModelPatcher around ComfyUI's model class for ``unet_config``, random fp16 (CPU: fp32) weights."""
+FP8 = {"fp8_e4m3fn": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}  # UNETLoader's weight_dtype → torch dtype
+
+
+def build_model(unet_config: dict, seed: int, device_kind: str, gpu_dtype=None, weight_dtype=None):
+    """A ModelPatcher around ComfyUI's model class for ``unet_config``, random fp16 (CPU: fp32) weights.
+
+    ``weight_dtype`` (an fp8 torch dtype): the same random weights (same seed) stored in that dtype and cast to
+    the compute dtype at use, as ``UNETLoader`` with ``weight_dtype`` fp8 builds a model (comfy/sd.py
+    ``load_diffusion_model_state_dict``: ``set_inference_dtype(fp8, unet_manual_cast(fp8, load device, …))``,
+    then the weights copied into the fp8 parameters).
+    """
     import torch
     import comfy.model_detection
     import comfy.model_management as mm
@@ -61,7 +87,11 @@ def build_model(unet_config: dict, seed: int, device_kind: str, gpu_dtype=None):
 
     config = comfy.model_detection.model_config_from_unet_config(dict(unet_config))
     dtype = (gpu_dtype or torch.float16) if device_kind == "cuda" else torch.float32
-    config.set_inference_dtype(dtype, None)
+    if weight_dtype is None:
+        config.set_inference_dtype(dtype, None)
+    else:
+        config.set_inference_dtype(weight_dtype, mm.unet_manual_cast(weight_dtype, mm.get_torch_device(),
+                                                                     config.supported_inference_dtypes))
     model = config.get_model({}, "")
     # Drawn on the GPU where there is one (seconds instead of a minute for two SDXL UNets), kept on the CPU
     # until ComfyUI loads the model, as after loading a checkpoint.
@@ -70,12 +100,15 @@ def build_model(unet_config: dict, seed: int, device_kind: str, gpu_dtype=None):
     with torch.no_grad():
         for name, p in model.diffusion_model.named_parameters():
             if p.ndim <= 1:
-                p.copy_(torch.ones_like(p) if name.endswith("weight") else torch.zeros_like(p))
+                p.copy_(torch.ones(p.shape) if name.endswith("weight") else torch.zeros(p.shape))
             else:
                 # gain 0.5 keeps a deep random fp16 UNet's activations finite (SDXL overflows at 1)
                 std = 0.5 / p[0].numel() ** 0.5
-                p.copy_(torch.empty(p.shape, device=draw).normal_(0.0, std, generator=gen))
-    model.diffusion_model.to(dtype)
+                # drawn in fp32, rounded to the model's dtype; an fp8 model gets the fp16 (CPU: fp32) weights
+                # rounded once more, as an fp16 checkpoint loaded with weight_dtype fp8
+                p.copy_(torch.empty(p.shape, device=draw).normal_(0.0, std, generator=gen).to(dtype))
+    if weight_dtype is None:  # the loader copies weights into the parameters it built: their dtypes stay
+        model.diffusion_model.to(dtype)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 
@@ -124,8 +157,35 @@ def _private_pool_idle(device: int, pools: set | None) -> int:
     return idle
 
 
+def loaded_state(models: dict) -> list[dict]:
+    """What ComfyUI holds loaded now: per model (``models``: label → BaseModel), loaded vs total MiB."""
+    import comfy.model_management as mm
+
+    state = []
+    for lm in mm.current_loaded_models:
+        patcher = lm.model
+        if patcher is None:
+            continue
+        label = next((k for k, m in models.items() if patcher.model is m), "other")
+        total, loaded = lm.model_memory(), lm.model_loaded_memory()
+        state.append({"model": label, "loaded_MiB": round(loaded / 2**20), "total_MiB": round(total / 2**20),
+                      "partial": bool(getattr(patcher, "model_lowvram", False) or loaded < total),
+                      "device": str(lm.device)})
+    return state
+
+
+def _dynamo_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far (0 where dynamo is not in use)."""
+    try:
+        from torch._dynamo.utils import counters
+    except Exception:  # pragma: no cover
+        return 0
+    return int(counters["stats"]["unique_graphs"])
+
+
 def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, device_kind: str, nodes,
-          only: list[str] | None = None) -> dict:
+          only: list[str] | None = None, prior_weight_dtype: str | None = None, compile_backend: str | None = None,
+          blocked: bool = False) -> dict:
     import copy
 
     import torch
@@ -156,6 +216,21 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
             swapped_2gpu = nodes["PriorSwapCFG"].execute(ft, prior2, 1.0, 0.0, 1.0)[0]
         finally:
             os.environ.pop("PRIOR_SWAP_PRIOR_DEVICE")
+    swapped_fp8 = prior_fp8_model = None
+    if prior_weight_dtype and want("swap_fp8"):
+        # The same prior weights (seed 2) stored in fp8, in a model object of their own.
+        prior_fp8_model = build_model(unet_config, 2, device_kind, weight_dtype=getattr(torch, FP8[prior_weight_dtype]))
+        prior_fp8 = nodes["PriorFromModel"].execute(prior_fp8_model, prior_neg)[0]
+        swapped_fp8 = nodes["PriorSwapCFG"].execute(ft, prior_fp8, 1.0, 0.0, 1.0)[0]
+    ft_compiled = swapped_compiled = None
+    if compile_backend and (want("stock_compiled") or want("swap_compiled")):
+        # As a user: TorchCompileModel on the fine-tune's MODEL and on the prior's, then the pack's nodes.
+        from comfy_extras.nodes_torch_compile import TorchCompileModel
+
+        ft_compiled = TorchCompileModel.execute(ft, compile_backend)[0]
+        prior_compiled = TorchCompileModel.execute(prior_model, compile_backend)[0]
+        prior_c = nodes["PriorFromModel"].execute(prior_compiled, prior_neg)[0]
+        swapped_compiled = nodes["PriorSwapCFG"].execute(ft_compiled, prior_c, 1.0, 0.0, 1.0)[0]
 
     import comfy.cli_args
 
@@ -163,7 +238,16 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     if comfy.cli_args.args.reserve_vram:
         mode += f", reserve_vram {comfy.cli_args.args.reserve_vram:.1f} GB"
     result = {"model": name, "size": size, "steps": steps, "device": device_kind, "vram_mode": mode,
-              "weights_MiB_each": round(weights / 2**20)}
+              "weights_MiB_each": round(weights / 2**20), "order": "blocked" if blocked else "interleaved"}
+    if prior_fp8_model is not None:
+        result["prior_weight_dtype"] = prior_weight_dtype
+        result["weights_MiB_prior_fp8"] = round(prior_fp8_model.model_size() / 2**20)
+        result["swap_fp8_prior_stored_dtypes"] = sorted({str(p.dtype).replace("torch.", "") for p in
+                                                         prior_fp8_model.model.diffusion_model.parameters()})
+        cast = prior_fp8_model.model.manual_cast_dtype
+        result["swap_fp8_prior_compute_dtype"] = str(cast).replace("torch.", "") if cast is not None else None
+    if compile_backend:
+        result["compile_backend"] = compile_backend
     if device_kind == "cuda":
         result["cards"] = [torch.cuda.get_device_name(i) for i in range(gpus)]
     variants = [  # (label, model, environment) — all measured in this one process, stock first and last
@@ -173,11 +257,20 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         ("swap_insight", insight, {}),
         ("swap_overlap", swapped, {"PRIOR_SWAP_OVERLAP": "1"}),
         ("swap_2gpu", swapped_2gpu, {}),
+        ("swap_fp8", swapped_fp8, {}),
+        ("stock_compiled", ft_compiled, {}),
+        ("swap_compiled", swapped_compiled, {}),
         ("stock_again", ft, {}),
-    ] if device_kind == "cuda" else [("stock", ft, {}), ("swap", swapped, {}), ("swap_insight", insight, {})]
+    ] if device_kind == "cuda" else [("stock", ft, {}), ("swap", swapped, {}), ("swap_insight", insight, {}),
+                                     ("swap_fp8", swapped_fp8, {}), ("stock_compiled", ft_compiled, {}),
+                                     ("swap_compiled", swapped_compiled, {})]
     variants = [v for v in variants if v[1] is not None and want(v[0])]
     outs, peaks, ms, first = {}, {}, {}, {}
     devices = list(range(min(gpus, 2)))
+    named_models = {"finetune": ft.model, "prior": prior_model.model}
+    if prior_fp8_model is not None:
+        named_models["prior_fp8"] = prior_fp8_model.model
+    loaded, fastpath_runs, compiled_graphs = {}, {}, {}
 
     def cache_of(label: str):
         fastpath = pack_module("py.fastpath")
@@ -209,6 +302,11 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                 for d in devices:
                     torch.cuda.synchronize(d)
             elapsed = time.perf_counter() - t0
+            loaded[label] = loaded_state(named_models)  # before anything else is loaded
+            cache = cache_of(label) if label.startswith("swap") else None
+            if cache is not None:  # this run's replays and eager calls (counters start at zero every run)
+                fastpath_runs[label] = {"replays": cache.replays, "eager": cache.eager,
+                                        "eager_reasons": dict(cache.eager_reasons)}
         finally:
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -227,12 +325,16 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     phases = [[v for v in variants if v[0] != "swap_insight"]]
     if any(v[0] == "swap_insight" for v in variants):
         phases.append([v for v in variants if v[0] in ("swap", "swap_insight")])
+    if blocked:  # one variant after the other: its first run, then its repeats (the swap's before insight's)
+        phases = [[v] for v in variants]
     frozen: set = set()
     for phase in phases:
         for label, m, env in phase:  # first run: loads the models, captures the CUDA graphs
             if label in first:
                 continue
+            graphs_before = _dynamo_graphs()
             first[label], _ = run_variant(label, m, env)
+            compiled_graphs[label] = _dynamo_graphs() - graphs_before
             cache = cache_of(label) if label.startswith("swap") else None
             if cache is not None:
                 result[f"{label}_first_run_captures"] = cache.captures
@@ -240,6 +342,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
             if label == "stock" and device_kind == "cuda":
                 # the fine-tune alone is resident here: stock CFG's own peak, the base of the memory budget
                 peaks["stock_alone"] = torch.cuda.max_memory_allocated(0)
+        graphs_before = _dynamo_graphs()
         for _ in range(repeats):
             for label, m, env in phase:  # interleaved, so drifting clocks affect every variant alike
                 elapsed, outs[label] = run_variant(label, m, env, record_peak=label not in frozen)
@@ -247,6 +350,8 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                 cache = cache_of(label) if label.startswith("swap") else None
                 if cache is not None:  # graphs kept across runs: the timed runs should only replay
                     captured[label] = captured.get(label, 0) + cache.captures
+        if any(label.endswith("_compiled") for label, _, _ in phase):
+            result[f"compiled_graphs_in_timed_runs_{'_'.join(l for l, _, _ in phase)}"] = _dynamo_graphs() - graphs_before
         frozen.update(label for label, _, _ in phase)
     for label, n in captured.items():
         result[f"{label}_captures_in_timed_runs"] = n
@@ -265,12 +370,36 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         result["insight_over_swap"] = round(ms["swap_insight"] / ms["swap"], 3)
     if "swap" in outs:
         ref = outs["swap"].float()
-        for label in ("swap_eager", "swap_insight", "swap_overlap", "swap_2gpu"):
-            if label in outs:  # the same image? (graph vs eager, measured vs not, one vs two GPUs)
+        for label in ("swap_eager", "swap_insight", "swap_overlap", "swap_2gpu", "swap_fp8", "swap_compiled"):
+            if label in outs:  # the same image? (graph vs eager, measured vs not, one vs two GPUs, fp8, compiled)
                 result[f"{label}_vs_swap_max_rel_diff"] = float((outs[label].float() - ref).abs().max() / ref.abs().max())
+        if "swap_fp8" in outs:  # what fp8 storage of the prior changes in the sampled latent, on average
+            result["swap_fp8_vs_swap_mean_rel_diff"] = float((outs["swap_fp8"].float() - ref).abs().mean()
+                                                             / ref.abs().mean())
         result["finite"] = bool(torch.isfinite(ref).all())
+    if "stock_compiled" in outs and "stock" in outs:
+        ref = outs["stock"].float()
+        result["stock_compiled_vs_stock_max_rel_diff"] = float((outs["stock_compiled"].float() - ref).abs().max()
+                                                               / ref.abs().max())
+    for label in ("swap_fp8", "swap_compiled", "stock_compiled"):
+        if label in outs:
+            result[f"{label}_finite"] = bool(torch.isfinite(outs[label].float()).all())
+    for label in ms:
+        if label in loaded:
+            result[f"{label}_loaded"] = loaded[label]
+            result[f"{label}_offloaded"] = any(entry["partial"] for entry in loaded[label])
+        if label in fastpath_runs:
+            result[f"{label}_fastpath"] = fastpath_runs[label]
+        if compiled_graphs.get(label):
+            result[f"{label}_compiled_graphs_first_run"] = compiled_graphs[label]
+    for label in ("stock_compiled", "swap_compiled"):
+        if label in ms and "stock_compiled" in ms:
+            result[f"ratio_{label}_to_stock_compiled"] = round(ms[label] / ms["stock_compiled"], 3)
     if device_kind == "cuda":
         result["peak_stock_MiB"] = round(peaks["stock_alone"] / 2**20)
+        for label in ms:  # the timed runs' peaks of every variant (peak_stock_MiB: stock's first run, alone)
+            if (label, 0) in peaks:
+                result[f"peak_{label}_timed_MiB"] = round(peaks[(label, 0)] / 2**20)
         activations = peaks["stock_alone"] - weights
         budget = (2 * weights + activations) * 1.05
         for label in ms:
@@ -301,6 +430,16 @@ def main() -> int:
     parser.add_argument("--lowvram", action="store_true", help="ComfyUI's --lowvram (partial loading)")
     parser.add_argument("--simulate-vram-gb", type=float,
                         help="reserve the rest of the card (ComfyUI's --reserve-vram) so only this much is usable")
+    parser.add_argument("--prior-weight-dtype", choices=sorted(FP8),
+                        help="add the variant swap_fp8: the prior's weights stored in this dtype (UNETLoader's "
+                             "weight_dtype), cast to the compute dtype at use")
+    parser.add_argument("--compile", action="store_true",
+                        help="add the variants stock_compiled and swap_compiled (TorchCompileModel on both models)")
+    parser.add_argument("--compile-backend", default="inductor", choices=["inductor", "cudagraphs"],
+                        help="TorchCompileModel's backend (default inductor)")
+    parser.add_argument("--order", choices=["auto", "interleaved", "blocked"], default="auto",
+                        help="interleave the variants' timed runs, or run each variant's in a block (auto: "
+                             "blocked under --simulate-vram-gb/--lowvram, where not every variant fits at once)")
     args = parser.parse_args()
 
     import logging
@@ -335,8 +474,12 @@ def main() -> int:
     results = []
     for name in wanted:
         cfg, size = plan[name]
+        blocked = args.order == "blocked" or (args.order == "auto" and bool(args.simulate_vram_gb or args.lowvram))
         r = bench(name, cfg, size, args.steps, args.repeats, args.device, nodes,
-                  args.variants.split(",") if args.variants else None)
+                  args.variants.split(",") if args.variants else None, prior_weight_dtype=args.prior_weight_dtype,
+                  compile_backend=args.compile_backend if args.compile else None, blocked=blocked)
+        if args.simulate_vram_gb:
+            r["usable_vram_GB"] = args.simulate_vram_gb
         results.append(r)
         print(json.dumps(r), flush=True)
     if args.json:

@@ -13,6 +13,10 @@ only these are allowed (each asserted exactly, not ignored):
    ``[[...], {...}]``: the same choices, moved into the options dict (both frontends read both forms).
 2. A hidden input is ``{"unique_id": ["UNIQUE_ID"]}`` instead of ``{"unique_id": "UNIQUE_ID"}``.
 3. Three node flags V1 left out: ``deprecated``, ``experimental``, ``api_node``, all ``false``.
+
+Deliberate changes since the recording are listed in ``ADDED_OPTIONAL_SINCE_V1`` and ``APPENDED_SINCE_V1`` and
+asserted exactly, then taken out before the comparison (issue #20: PriorCheckpointLoader's optional
+``weight_dtype``; PriorFromModel says it takes an fp8 MODEL).
 """
 from __future__ import annotations
 
@@ -32,6 +36,51 @@ V3_ONLY_FLAGS = {"deprecated": False, "experimental": False, "api_node": False}
 # Nodes added after the V1 recording (each checked by its own tests): Prior Swap Options (#17).
 ADDED_SINCE_V1 = ["PriorSwapOptions"]
 PACK_MODULE = "custom_nodes.comfyui-prior-swap"
+
+# Issue #20 (the prior's weights in fp8). Optional inputs added after V1, with their full spec as as_v1 gives it:
+ADDED_OPTIONAL_SINCE_V1 = {
+    "PriorCheckpointLoader": {
+        "weight_dtype": [["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"], {
+            "tooltip": "How the prior's weights are stored, as in Load Diffusion Model (UNETLoader): default keeps the "
+                       "checkpoint's precision; fp8_e4m3fn / fp8_e5m2 store them in 8 bits (half the memory of fp16) "
+                       "and cast them to the compute dtype at use; fp8_e4m3fn_fast also uses fp8 matrix "
+                       "multiplication where the GPU has it. fp8 lets the fine-tune and the prior fit together on a "
+                       "smaller card, at a small cost in precision of the prior's uncond.",
+            "default": "default"}],
+    },
+}
+# … and text appended to a V1 field: (node, path of keys) → the exact sentence added after the V1 text.
+APPENDED_SINCE_V1 = {
+    ("PriorFromModel", ("description",)): (
+        ", or for a prior stored in fp8: Load Diffusion Model (UNETLoader) with weight_dtype fp8_e4m3fn/fp8_e5m2 gives "
+        "a MODEL this node accepts as it is."),
+    ("PriorFromModel", ("input", "required", "model", 1, "tooltip")): (
+        " A MODEL loaded with weight_dtype fp8 (Load Diffusion Model) works as it is: half the memory of fp16."),
+}
+
+
+def undo_changes_since_v1(node: str, got: dict, recorded: dict) -> None:
+    """Assert each deliberate change of ``node`` since V1 exactly, then take it out of ``got`` (in place)."""
+    added = ADDED_OPTIONAL_SINCE_V1.get(node, {})
+    optional = got["input"].get("optional", {})
+    for name, spec in added.items():
+        assert optional.get(name) == spec, f"{node}.{name}: {optional.get(name)!r} != {spec!r}"
+        assert got["input_order"]["optional"][-len(added):] == list(added), f"{node}: added inputs come last"
+        del optional[name]
+        got["input_order"]["optional"].remove(name)
+    if added and not optional and "optional" not in recorded["input"]:
+        del got["input"]["optional"], got["input_order"]["optional"]
+    for (changed_node, path), suffix in APPENDED_SINCE_V1.items():
+        if changed_node != node:
+            continue
+        parent_got, parent_rec = got, recorded
+        for key in path[:-1]:
+            parent_got, parent_rec = parent_got[key], parent_rec[key]
+        v1_text = parent_rec[path[-1]]
+        # the V1 description ended in "." where the added clause continues the sentence
+        base = v1_text[:-1] if suffix.startswith(",") and v1_text.endswith(".") else v1_text
+        assert parent_got[path[-1]] == base + suffix, f"{node}.{'.'.join(map(str, path))}: {parent_got[path[-1]]!r}"
+        parent_got[path[-1]] = v1_text
 
 
 def as_v1(node: str, live: dict, checkpoints: list[str]) -> dict:
@@ -72,6 +121,7 @@ def test_object_info_same_as_v1(comfy, node):
     got = as_v1(node, live, checkpoints)
     assert sorted(got) == sorted(recorded), f"{node}: top-level fields differ"
     assert got["input_order"] == {s: list(live["input"][s]) for s in live["input"]}, f"{node}: input_order vs input"
+    undo_changes_since_v1(node, got, recorded)
     for field in sorted(recorded):
         if field == "input":
             continue
