@@ -227,6 +227,12 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         # As a user: TorchCompileModel on the fine-tune's MODEL and on the prior's, then the pack's nodes.
         from comfy_extras.nodes_torch_compile import TorchCompileModel
 
+        # Stock CFG's batch-2 call and the swap's batch-1 calls are two shapes of one compiled forward; by
+        # default torch.compile recompiles a second shape as a dynamic-shape graph. Each shape gets a static graph
+        # of its own here, as a user who runs only stock or only the swap gets.
+        import torch._dynamo
+
+        torch._dynamo.config.automatic_dynamic_shapes = False
         ft_compiled = TorchCompileModel.execute(ft, compile_backend)[0]
         prior_compiled = TorchCompileModel.execute(prior_model, compile_backend)[0]
         prior_c = nodes["PriorFromModel"].execute(prior_compiled, prior_neg)[0]
@@ -248,6 +254,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         result["swap_fp8_prior_compute_dtype"] = str(cast).replace("torch.", "") if cast is not None else None
     if compile_backend:
         result["compile_backend"] = compile_backend
+        result["compile_shapes"] = "static per batch size (automatic_dynamic_shapes off)"
     if device_kind == "cuda":
         result["cards"] = [torch.cuda.get_device_name(i) for i in range(gpus)]
     variants = [  # (label, model, environment) — all measured in this one process, stock first and last
@@ -350,8 +357,9 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                 cache = cache_of(label) if label.startswith("swap") else None
                 if cache is not None:  # graphs kept across runs: the timed runs should only replay
                     captured[label] = captured.get(label, 0) + cache.captures
-        if any(label.endswith("_compiled") for label, _, _ in phase):
-            result[f"compiled_graphs_in_timed_runs_{'_'.join(l for l, _, _ in phase)}"] = _dynamo_graphs() - graphs_before
+        if any(label.endswith("_compiled") for label, _, _ in phase):  # recompiles would be timed: expect 0
+            result["compiled_graphs_in_timed_runs"] = (result.get("compiled_graphs_in_timed_runs", 0)
+                                                       + _dynamo_graphs() - graphs_before)
         frozen.update(label for label, _, _ in phase)
     for label, n in captured.items():
         result[f"{label}_captures_in_timed_runs"] = n
@@ -392,7 +400,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
             result[f"{label}_fastpath"] = fastpath_runs[label]
         if compiled_graphs.get(label):
             result[f"{label}_compiled_graphs_first_run"] = compiled_graphs[label]
-    for label in ("stock_compiled", "swap_compiled"):
+    for label in ("swap_compiled",):
         if label in ms and "stock_compiled" in ms:
             result[f"ratio_{label}_to_stock_compiled"] = round(ms[label] / ms["stock_compiled"], 3)
     if device_kind == "cuda":
@@ -422,7 +430,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--models", default=None,
-                        help="comma list of sd15,sdxl,sd35m (default: cuda sd15,sdxl; cpu sd15-small)")
+                        help="comma list of sd15,sdxl,sd35m (default: cuda sd15,sdxl; cpu sd15-small, or sd15-tiny)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -437,6 +445,7 @@ def main() -> int:
                         help="add the variants stock_compiled and swap_compiled (TorchCompileModel on both models)")
     parser.add_argument("--compile-backend", default="inductor", choices=["inductor", "cudagraphs"],
                         help="TorchCompileModel's backend (default inductor)")
+    parser.add_argument("--tag", help="a scenario name written into each result line (tools/bench_budgets.sh)")
     parser.add_argument("--order", choices=["auto", "interleaved", "blocked"], default="auto",
                         help="interleave the variants' timed runs, or run each variant's in a block (auto: "
                              "blocked under --simulate-vram-gb/--lowvram, where not every variant fits at once)")
@@ -469,8 +478,9 @@ def main() -> int:
         plan = {"sd15": (SD15, 512), "sdxl": (SDXL, 1024), "sd35m": (SD35M, 1024)}
     else:
         small = {**SD15, **small_unet(4, [1, 2]), "num_res_blocks": [1, 1]}
-        plan = {"sd15-small": (small, 64)}
-    wanted = args.models.split(",") if args.models else [m for m in plan if m != "sd35m"]
+        tiny = {**SD15, **small_unet(4, [1]), "num_res_blocks": [1]}  # one level: quick checks (--compile)
+        plan = {"sd15-small": (small, 64), "sd15-tiny": (tiny, 64)}
+    wanted = args.models.split(",") if args.models else [m for m in plan if m not in ("sd35m", "sd15-tiny")]
     results = []
     for name in wanted:
         cfg, size = plan[name]
@@ -480,6 +490,8 @@ def main() -> int:
                   compile_backend=args.compile_backend if args.compile else None, blocked=blocked)
         if args.simulate_vram_gb:
             r["usable_vram_GB"] = args.simulate_vram_gb
+        if args.tag:
+            r = {"scenario": args.tag, **r}
         results.append(r)
         print(json.dumps(r), flush=True)
     if args.json:
