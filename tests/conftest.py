@@ -28,7 +28,7 @@ def checkpoint_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
-def comfy(tmp_path_factory, checkpoint_cache) -> ComfyServer:
+def comfy_server(tmp_path_factory, checkpoint_cache) -> ComfyServer:
     """The real ComfyUI, serving the pack, with the stand-ins in its checkpoints folder."""
     base = tmp_path_factory.mktemp("comfy-base")
     # DEBUG: ComfyUI then logs "Unloading <model>" for each model /free unloads, the observable of its

@@ -19,10 +19,10 @@ from support.server import ExecutionError
 
 
 @pytest.fixture(scope="module")
-def foreign(comfy):
+def foreign(comfy_server):
     """The foreign models and broken files, linked into the server's models folders for this module."""
     paths = foreign_models.write_all(ROOT / ".host" / "cache" / f"foreign-{foreign_models.cache_key()}")
-    links = foreign_models.install(paths, comfy.base / "models")
+    links = foreign_models.install(paths, comfy_server.base / "models")
     yield paths
     for link in links:
         link.unlink(missing_ok=True)
@@ -41,14 +41,14 @@ def _swap(g, model, prior, **schedule):
     return g.node("PriorSwapCFG", model=model, prior=prior.out(0), **schedule).out(0)
 
 
-def failure(comfy, prompt: dict) -> tuple[dict, str]:
+def failure(comfy_server, prompt: dict) -> tuple[dict, str]:
     """Run a prompt that must fail while executing; returns ComfyUI's execution_error and the prompt's log."""
-    start = len(comfy.log_text())
+    start = len(comfy_server.log_text())
     with pytest.raises(ExecutionError) as err:
-        comfy.run(prompt)
+        comfy_server.run(prompt)
     info = dict(err.value.info)
     info["exception_message"] = info["exception_message"].strip()  # ComfyUI appends "\n" + tips (none here)
-    return info, comfy.log_text()[start:]
+    return info, comfy_server.log_text()[start:]
 
 
 def assert_before_sampling(info: dict, log: str, node: str) -> None:
@@ -85,8 +85,8 @@ LATENT_SPACE = {
 
 
 @pytest.mark.parametrize("unet_name", sorted(LATENT_SPACE))
-def test_prior_of_another_latent_space_refused(comfy, foreign, unet_name):
-    info, log = failure(comfy, _foreign_prior_graph(unet_name))
+def test_prior_of_another_latent_space_refused(comfy_server, foreign, unet_name):
+    info, log = failure(comfy_server, _foreign_prior_graph(unet_name))
     assert_before_sampling(info, log, "PriorSwapCFG")
     assert info["exception_message"].startswith(
         f"PriorSwapCFG: the prior works in another latent space ({LATENT_SPACE[unet_name]}) than the model "
@@ -94,15 +94,15 @@ def test_prior_of_another_latent_space_refused(comfy, foreign, unet_name):
 
 
 @pytest.mark.parametrize("unet_name", sorted(LATENT_SPACE))
-def test_model_of_another_latent_space_refused(comfy, foreign, unet_name):
-    info, log = failure(comfy, _foreign_finetune_graph(unet_name))
+def test_model_of_another_latent_space_refused(comfy_server, foreign, unet_name):
+    info, log = failure(comfy_server, _foreign_finetune_graph(unet_name))
     assert_before_sampling(info, log, "PriorSwapCFG")
     assert info["exception_message"].startswith(
         "PriorSwapCFG: the prior works in another latent space (SD15, 4 channels) than the model "
         f"({LATENT_SPACE[unet_name]})."), info["exception_message"]
 
 
-def test_guider_refuses_prior_of_another_latent_space(comfy, foreign):
+def test_guider_refuses_prior_of_another_latent_space(comfy_server, foreign):
     g = graph()
     ckpt, pos, neg = _sd15_ft(g)
     unet = g.node("UNETLoader", unet_name="sd3_tiny.safetensors", weight_dtype="default")
@@ -116,16 +116,16 @@ def test_guider_refuses_prior_of_another_latent_space(comfy, foreign):
                      sigmas=g.node("BasicScheduler", model=ckpt.out(0), scheduler="simple", steps=2, denoise=1.0).out(0),
                      latent_image=latent.out(0))
     g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/bad")
-    info, log = failure(comfy, g.finalize())
+    info, log = failure(comfy_server, g.finalize())
     assert_before_sampling(info, log, "PriorSwapGuider")
     assert info["exception_message"].startswith("PriorSwapGuider: the prior works in another latent space (SD3, 16 ")
 
 
 # -- conditioning of another text encoder ---------------------------------------------------------------
 
-def test_prior_conditioning_from_another_text_encoder_refused(comfy, foreign):
+def test_prior_conditioning_from_another_text_encoder_refused(comfy_server, foreign):
     """An SD2.x-style prior (context 1024) given an SD1.5 CLIP encoding (768 wide)."""
-    info, log = failure(comfy, _foreign_prior_graph("sd21_tiny.safetensors"))
+    info, log = failure(comfy_server, _foreign_prior_graph("sd21_tiny.safetensors"))
     assert_before_sampling(info, log, "PriorFromModel")
     assert info["exception_message"] == (
         "PriorFromModel: the prior's conditioning is 768 wide but the prior model expects 1024 (it was encoded "
@@ -134,8 +134,8 @@ def test_prior_conditioning_from_another_text_encoder_refused(comfy, foreign):
 
 # -- schedule -------------------------------------------------------------------------------------------
 
-def test_start_after_end_refused(comfy):
-    info, log = failure(comfy, text2img(start_percent=0.8, end_percent=0.2))
+def test_start_after_end_refused(comfy_server):
+    info, log = failure(comfy_server, text2img(start_percent=0.8, end_percent=0.2))
     assert_before_sampling(info, log, "PriorSwapCFG")
     assert info["exception_message"] == ("PriorSwapCFG: start_percent (0.8) is after end_percent (0.2); the prior "
                                          "would never be used. Swap them.")
@@ -161,21 +161,21 @@ BROKEN_FILE_MESSAGES = {
 
 
 @pytest.mark.parametrize("ckpt_name", sorted(BROKEN_FILE_MESSAGES))
-def test_broken_checkpoint_file_refused_with_reason(comfy, foreign, ckpt_name):
-    info, log = failure(comfy, text2img(prior=ckpt_name))
+def test_broken_checkpoint_file_refused_with_reason(comfy_server, foreign, ckpt_name):
+    info, log = failure(comfy_server, text2img(prior=ckpt_name))
     assert_before_sampling(info, log, "PriorCheckpointLoader")
     assert info["exception_message"].startswith(BROKEN_FILE_MESSAGES[ckpt_name]), info["exception_message"]
-    assert foreign_models.PICKLE_MARKER not in comfy.log_text()  # the pickle's code never ran
+    assert foreign_models.PICKLE_MARKER not in comfy_server.log_text()  # the pickle's code never ran
 
 
 @pytest.mark.parametrize("ckpt_name", ["../../../../etc/passwd", "../checkpoints/../../sd15_base.safetensors",
                                        "/etc/passwd", "not_there.safetensors"])
-def test_name_outside_the_list_refused_by_validation(comfy, ckpt_name):
+def test_name_outside_the_list_refused_by_validation(comfy_server, ckpt_name):
     """ComfyUI validates combo inputs: a name not listed in the checkpoints folder never reaches the node."""
     prompt = text2img(prior=ckpt_name)
     node_id = next(k for k, v in prompt.items() if v["class_type"] == "PriorCheckpointLoader")
     with pytest.raises(ExecutionError) as err:
-        comfy.queue(prompt)
+        comfy_server.queue(prompt)
     body = err.value.info
     assert body["error"]["type"] == "prompt_outputs_failed_validation"
     errors = body["node_errors"][node_id]
@@ -198,7 +198,7 @@ def test_name_outside_the_folder_cannot_leave_it_in_process():
 # -- NaN / inf from the prior ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("downstream", [None, "CFGZeroStar"])
-def test_nan_prior_detected_at_first_step_and_named(comfy, foreign, downstream):
+def test_nan_prior_detected_at_first_step_and_named(comfy_server, foreign, downstream):
     """A LoRA full of NaN on the prior: the first prior evaluation raises an error naming the prior.
 
     ``downstream``: a node after PriorSwapCFG clones the MODEL, and with it the prior (an additional model).
@@ -212,7 +212,7 @@ def test_nan_prior_detected_at_first_step_and_named(comfy, foreign, downstream):
     model = _swap(g, ckpt.out(0), prior)
     if downstream:
         model = g.node(downstream, model=model).out(0)
-    info, log = failure(comfy, _sample(g, model, pos, neg, steps=3))
+    info, log = failure(comfy_server, _sample(g, model, pos, neg, steps=3))
     assert info["node_type"] == "KSampler"
     sigma_max = float(reference.discrete_sigmas()[-1])
     assert info["exception_message"] == (
@@ -225,9 +225,9 @@ def test_nan_prior_detected_at_first_step_and_named(comfy, foreign, downstream):
 
 # -- batch sizes ----------------------------------------------------------------------------------------
 
-def test_latent_batch_of_three_with_batch_one_conditioning_matches_reference(comfy, checkpoint_cache):
+def test_latent_batch_of_three_with_batch_one_conditioning_matches_reference(comfy_server, checkpoint_cache):
     """Latent batch 3, conditioning batch 1 (fine-tune and prior): repeated to the batch as ComfyUI does."""
-    swapped = run_latent(comfy, text2img(batch=3, seed=4, steps=2))
+    swapped = run_latent(comfy_server, text2img(batch=3, seed=4, steps=2))
     assert swapped.shape[0] == 3
     ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
     prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))

@@ -48,13 +48,13 @@ BACKEND_WIDGETS = {  # what the backend expects in widgets_values, in order
 
 
 @pytest.fixture(scope="module")
-def frontend(comfy):
-    yield from browser.open_frontend(comfy, {"LiteGraph.Node.TooltipDelay": 100})
+def frontend(comfy_server):
+    yield from browser.open_frontend(comfy_server, {"LiteGraph.Node.TooltipDelay": 100})
 
 
 @pytest.fixture(scope="module")
-def object_info(comfy) -> dict:
-    return comfy.get("/object_info")
+def object_info(comfy_server) -> dict:
+    return comfy_server.get("/object_info")
 
 
 @pytest.fixture(autouse=True)
@@ -257,22 +257,22 @@ def test_guider_presets_and_missing_negative(frontend):
     assert shown["level"] == "error" and "connect 'negative'" in shown["status"]
 
 
-def test_run_button_queues_the_workflow_and_it_runs(frontend, comfy):
+def test_run_button_queues_the_workflow_and_it_runs(frontend, comfy_server):
     """The artist's last step: press Run in the frontend; ComfyUI executes the graph and shows the image."""
     ids = frontend.load_sd15_ksampler(steps=2, seed=2024)
     frontend.set_widget(ids["PriorSwapCFG"], "start_percent", 0.5)
-    before = set(comfy.get("/history"))
+    before = set(comfy_server.get("/history"))
     frontend.page.get_by_test_id("queue-button").click()
     deadline = time.time() + 300
     new = []
     while time.time() < deadline and not new:
-        new = [k for k in comfy.get("/history") if k not in before]
+        new = [k for k in comfy_server.get("/history") if k not in before]
         time.sleep(0.5)
     assert new, "pressing Run queued nothing"
-    entry = comfy.wait(new[0])
+    entry = comfy_server.wait(new[0])
     prompt = entry["prompt"][2]
     assert prompt[str(ids["PriorSwapCFG"])]["inputs"]["start_percent"] == 0.5  # the edited widget was sent
-    images = comfy.output_files(entry)
+    images = comfy_server.output_files(entry)
     assert len(images) == 1 and images[0].exists()
     # The frontend received the result and shows it on the SaveImage node.
     frontend.page.wait_for_function(
@@ -347,9 +347,9 @@ def test_vue_node_renderer_shows_the_schedule_gamma_and_greying(frontend):
         frontend.set_vue_nodes(False)
 
 
-def test_shared_module_loaded_once(frontend, comfy):
+def test_shared_module_loaded_once(frontend, comfy_server):
     """ComfyUI lists js/lib/common.js as an extension and both scripts import it: one fetch, one instance."""
-    scripts = comfy.get("/extensions")
+    scripts = comfy_server.get("/extensions")
     assert f"/extensions/{browser.PACK_MODULE}/lib/common.js" in scripts
     fetched = frontend.eval("() => performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)"
                             ".filter(p => p.startsWith('/extensions/comfyui-prior-swap/'))")

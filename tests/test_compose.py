@@ -69,9 +69,9 @@ def build(*, swap: bool = True, before: tuple = (), after: tuple = (), prior: st
     return g.finalize()
 
 
-def latent(comfy, prompt: dict) -> torch.Tensor:
-    entry = comfy.run(prompt)
-    files = comfy.output_files(entry, "latents")
+def latent(comfy_server, prompt: dict) -> torch.Tensor:
+    entry = comfy_server.run(prompt)
+    files = comfy_server.output_files(entry, "latents")
     assert len(files) == 1, entry
     return read_latent(files[0])
 
@@ -105,8 +105,8 @@ def plain_cfg(x, sigma, c, u):
 
 
 @pytest.fixture(scope="module")
-def swapped(comfy):
-    return latent(comfy, build())
+def swapped(comfy_server):
+    return latent(comfy_server, build())
 
 
 # -- inputs are not mutated -------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def _one_workflow(order: str) -> dict:
     return g.finalize()
 
 
-def _stock_alone(comfy) -> dict[str, torch.Tensor]:
+def _stock_alone(comfy_server) -> dict[str, torch.Tensor]:
     """The same two stock samplings in a workflow without the pack."""
     g = graph()
     ft = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
@@ -155,20 +155,20 @@ def _stock_alone(comfy) -> dict[str, torch.Tensor]:
         samples = g.node("KSampler", model=model, seed=7, steps=3, cfg=CFG, sampler_name="euler", scheduler="simple",
                          positive=pos.out(0), negative=neg.out(0), latent_image=empty.out(0), denoise=1.0)
         g.node("SaveLatent", samples=samples.out(0), filename_prefix=f"latents/alone_{name}")
-    entry = comfy.run(g.finalize())
+    entry = comfy_server.run(g.finalize())
     return {path.name.split("alone_", 1)[1].rsplit("_", 2)[0]: read_latent(path)
-            for path in comfy.output_files(entry, "latents")}
+            for path in comfy_server.output_files(entry, "latents")}
 
 
 @pytest.mark.parametrize("order", ["swap_first", "swap_last"])
-def test_models_and_conditioning_used_with_and_without_the_pack_keep_the_stock_result(comfy, ref, order):
-    entry = comfy.run(_one_workflow(order))
+def test_models_and_conditioning_used_with_and_without_the_pack_keep_the_stock_result(comfy_server, ref, order):
+    entry = comfy_server.run(_one_workflow(order))
     results = {}
-    for path in comfy.output_files(entry, "latents"):
+    for path in comfy_server.output_files(entry, "latents"):
         name = path.name.split(f"mutation_{order}_", 1)[1].rsplit("_", 2)[0]
         results[name] = read_latent(path)
     assert sorted(results) == ["stock_base", "stock_ft", "swap"]
-    alone = _stock_alone(comfy)
+    alone = _stock_alone(comfy_server)
     assert sorted(alone) == ["stock_base", "stock_ft"]
     assert torch.equal(results["stock_ft"], alone["stock_ft"])
     assert torch.equal(results["stock_base"], alone["stock_base"])
@@ -195,16 +195,16 @@ def rescale_cfg(multiplier: float):
 
 
 @pytest.mark.parametrize("where", ["after", "before"])
-def test_rescale_cfg_applies_to_the_prior_uncond(comfy, ref, swapped, where):
+def test_rescale_cfg_applies_to_the_prior_uncond(comfy_server, ref, swapped, where):
     patch = (("RescaleCFG", {"multiplier": 0.7}),)
-    result = latent(comfy, build(**{where: patch}))
+    result = latent(comfy_server, build(**{where: patch}))
     expected = guided(ref, rescale_cfg(0.7), tuple(result.shape))
     assert rel_err(result, expected) < REL, rel_err(result, expected)
     assert rel_err(result, swapped) > 1000 * REL
 
 
-def test_cfg_norm_limiter_applies_to_the_prior_guidance(comfy, ref, swapped):
-    result = latent(comfy, build(after=(("CFGNorm", {"strength": 1.0}),)))
+def test_cfg_norm_limiter_applies_to_the_prior_guidance(comfy_server, ref, swapped):
+    result = latent(comfy_server, build(after=(("CFGNorm", {"strength": 1.0}),)))
 
     def cfg_norm(x, sigma, c, u):
         pred = u + CFG * (c - u)
@@ -216,9 +216,9 @@ def test_cfg_norm_limiter_applies_to_the_prior_guidance(comfy, ref, swapped):
     assert rel_err(result, swapped) > 1000 * REL
 
 
-def test_apg_pre_cfg_patch_sees_the_prior_uncond(comfy, ref, swapped):
+def test_apg_pre_cfg_patch_sees_the_prior_uncond(comfy_server, ref, swapped):
     eta, threshold = 0.5, 1.0
-    result = latent(comfy, build(after=(("APG", {"eta": eta, "norm_threshold": threshold, "momentum": 0.0}),)))
+    result = latent(comfy_server, build(after=(("APG", {"eta": eta, "norm_threshold": threshold, "momentum": 0.0}),)))
 
     def apg(x, sigma, c, u):
         guidance = c - u
@@ -234,33 +234,33 @@ def test_apg_pre_cfg_patch_sees_the_prior_uncond(comfy, ref, swapped):
     assert rel_err(result, swapped) > 1000 * REL
 
 
-def test_freeu_v2_keeps_its_effect(comfy, swapped):
+def test_freeu_v2_keeps_its_effect(comfy_server, swapped):
     """FreeU changes the fine-tune's UNet; with the patched model as its own prior the result is stock FreeU."""
     freeu = (("FreeU_V2", {"b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}),)
-    with_freeu = latent(comfy, build(before=freeu))
+    with_freeu = latent(comfy_server, build(before=freeu))
     assert rel_err(with_freeu, swapped) > 1000 * REL
-    identity = latent(comfy, build(before=freeu, prior="same"))
-    stock_freeu = latent(comfy, build(before=freeu, swap=False))
+    identity = latent(comfy_server, build(before=freeu, prior="same"))
+    stock_freeu = latent(comfy_server, build(before=freeu, swap=False))
     assert rel_err(identity, stock_freeu) < REL, rel_err(identity, stock_freeu)
-    assert rel_err(stock_freeu, latent(comfy, build(swap=False))) > 1000 * REL
+    assert rel_err(stock_freeu, latent(comfy_server, build(swap=False))) > 1000 * REL
 
 
 # -- ComfyUI's hooks (a LoRA on one conditioning) ---------------------------------------------------------
 
-def test_lora_hook_on_the_positive_reaches_the_fine_tune_only(comfy, ref, swapped):
-    result = latent(comfy, build(positive_hooks="props"))
+def test_lora_hook_on_the_positive_reaches_the_fine_tune_only(comfy_server, ref, swapped):
+    result = latent(comfy_server, build(positive_hooks="props"))
     expected = guided(ref, plain_cfg, tuple(result.shape), cond_net=ref.ft_lora)
     assert rel_err(result, expected) < REL, rel_err(result, expected)
     assert rel_err(result, swapped) > 1000 * REL
     # The same hook set on the CLIP (SetClipHooks → CLIPTextEncode) gives the same conditioning.
-    via_clip = latent(comfy, build(clip_hooks=True))
+    via_clip = latent(comfy_server, build(clip_hooks=True))
     assert rel_err(via_clip, result) < REL, rel_err(via_clip, result)
 
 
-def test_lora_hook_on_the_negative_is_blended_with_the_prior(comfy, ref):
+def test_lora_hook_on_the_negative_is_blended_with_the_prior(comfy_server, ref):
     """prior_weight 0.5: the fine-tune's own uncond (evaluated with the hooked LoRA) mixed with the prior's."""
-    result = latent(comfy, build(negative_hooks="props", prior_weight=0.5))
-    without = latent(comfy, build(prior_weight=0.5))
+    result = latent(comfy_server, build(negative_hooks="props", prior_weight=0.5))
+    without = latent(comfy_server, build(prior_weight=0.5))
 
     def uncond(x, sigma):
         own = x - sigma * ref.ft_lora.eps(x, sigma, ref.n)

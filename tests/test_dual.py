@@ -18,26 +18,26 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def edit_image(comfy) -> torch.Tensor:
+def edit_image(comfy_server) -> torch.Tensor:
     """A 64×64 gradient with a square, written to the server's input folder; returned as IMAGE pixels."""
     yy, xx = np.mgrid[0:64, 0:64]
     rgb = np.stack([xx * 4, yy * 4, ((xx // 16 + yy // 16) % 2) * 255], axis=-1).astype(np.uint8)
-    Image.fromarray(rgb).save(comfy.base / "input" / EDIT_IMAGE)
+    Image.fromarray(rgb).save(comfy_server.base / "input" / EDIT_IMAGE)
     return torch.from_numpy(rgb.astype(np.float32) / 255.0)[None]
 
 
-def test_identity_with_dual_cfg_guider(comfy, edit_image):
+def test_identity_with_dual_cfg_guider(comfy_server, edit_image):
     """Prior = the fine-tune itself with the guider's own negative ⇒ DualCFGGuider's result."""
     for style in ("regular", "nested"):
-        stock = run_latent(comfy, ip2p(swap=False, style=style))
-        same = run_latent(comfy, ip2p(prior_from_model="same", style=style))
+        stock = run_latent(comfy_server, ip2p(swap=False, style=style))
+        same = run_latent(comfy_server, ip2p(prior_from_model="same", style=style))
         assert rel_err(same, stock) < REL, (style, rel_err(same, stock))
 
 
-def test_eq9_against_reference(comfy, edit_image, checkpoint_cache):
+def test_eq9_against_reference(comfy_server, edit_image, checkpoint_cache):
     """(∅, ∅) from the 4-channel prior, the (image, ∅) and (image, text) terms from the 8-channel fine-tune."""
-    swapped = run_latent(comfy, ip2p())
-    stock = run_latent(comfy, ip2p(swap=False))
+    swapped = run_latent(comfy_server, ip2p())
+    stock = run_latent(comfy_server, ip2p(swap=False))
     ft_path = str(checkpoint_cache / "ip2p_finetune.safetensors")
     ft_unet, ft_clip = reference.load(ft_path)
     prior_unet, prior_clip = reference.load(str(checkpoint_cache / "sd15_base.safetensors"))
@@ -57,11 +57,11 @@ def test_eq9_against_reference(comfy, edit_image, checkpoint_cache):
     assert rel_err(swapped, stock) > 1000 * REL
 
 
-def test_prior_weight_zero_is_dual_cfg_guider(comfy, edit_image):
-    assert torch.equal(run_latent(comfy, ip2p(prior_weight=0.0)), run_latent(comfy, ip2p(swap=False)))
+def test_prior_weight_zero_is_dual_cfg_guider(comfy_server, edit_image):
+    assert torch.equal(run_latent(comfy_server, ip2p(prior_weight=0.0)), run_latent(comfy_server, ip2p(swap=False)))
 
 
-def test_ip2p_checkpoint_refused_as_prior(comfy, edit_image):
+def test_ip2p_checkpoint_refused_as_prior(comfy_server, edit_image):
     with pytest.raises(ExecutionError) as err:
-        run_latent(comfy, ip2p(prior="ip2p_finetune.safetensors"))
+        run_latent(comfy_server, ip2p(prior="ip2p_finetune.safetensors"))
     assert "8 input channels" in str(err.value) and "PriorCheckpointLoader" in str(err.value)

@@ -263,19 +263,19 @@ def prior_negative(p: Pairing, neg: list) -> list:
 
 # -- fixtures --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=list(PAIRINGS))
-def pair(request, comfy, checkpoint_cache):
+def pair(request, comfy_server, checkpoint_cache):
     """One pairing: its stand-ins written (once, cached) and linked into the server's diffusion_models; for the
     hook-LoRA reference the prior also into checkpoints (CreateHookModelAsLora loads from there), unlinked after."""
     spec = PAIRINGS[request.param]
     paths = families.write_all(names=[n for n in (spec.ft, spec.prior) if not n.endswith(".safetensors")])
-    families.install(paths, comfy.base / "models")
+    families.install(paths, comfy_server.base / "models")
     links = []
     if request.param in HOOKED:
-        link = comfy.checkpoints / paths[spec.prior].name
+        link = comfy_server.checkpoints / paths[spec.prior].name
         if not link.exists():
             link.symlink_to(paths[spec.prior])
             links.append(link)
-    run = PairRun(comfy, request.param, spec, checkpoint_cache)
+    run = PairRun(comfy_server, request.param, spec, checkpoint_cache)
     yield run
     run.close()
     for link in links:

@@ -34,10 +34,10 @@ def _flow_prior_graph(patch: str) -> dict:
 
 
 @pytest.mark.parametrize("patch", sorted(FLOW_PATCHES))
-def test_flow_prior_for_eps_model_matches_change_of_variables_reference(comfy, checkpoint_cache, patch):
-    start = len(comfy.log_text())
-    swapped = run_latent(comfy, _flow_prior_graph(patch))
-    log = comfy.log_text()[start:]
+def test_flow_prior_for_eps_model_matches_change_of_variables_reference(comfy_server, checkpoint_cache, patch):
+    start = len(comfy_server.log_text())
+    swapped = run_latent(comfy_server, _flow_prior_graph(patch))
+    log = comfy_server.log_text()[start:]
     assert "outside the prior's range" not in log  # σ_f = σ/(1+σ) always lies in the flow prior's (0, 1)
 
     ft_unet, ft_clip = reference.load(str(checkpoint_cache / "sd15_finetune.safetensors"))
@@ -63,5 +63,5 @@ def test_flow_prior_for_eps_model_matches_change_of_variables_reference(comfy, c
     err = float((swapped - expected).abs().max() / expected.abs().max())
     assert err < 1e-5, err
     # The same weights as an eps prior give another result: the bridge is not a no-op.
-    eps_prior = run_latent(comfy, text2img())
+    eps_prior = run_latent(comfy_server, text2img())
     assert float((eps_prior - swapped).abs().max() / swapped.abs().max()) > 1e-2

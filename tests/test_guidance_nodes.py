@@ -38,16 +38,16 @@ def counts(server) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", server.log_text())]
 
 
-def latent(comfy, prompt: dict) -> torch.Tensor:
-    entry = comfy.run(prompt)
-    files = comfy.output_files(entry, "latents")
+def latent(comfy_server, prompt: dict) -> torch.Tensor:
+    entry = comfy_server.run(prompt)
+    files = comfy_server.output_files(entry, "latents")
     assert len(files) == 1, entry
     return read_latent(files[0])
 
 
-def refused(comfy, prompt: dict) -> str:
+def refused(comfy_server, prompt: dict) -> str:
     with pytest.raises(ExecutionError) as info:
-        comfy.run(prompt)
+        comfy_server.run(prompt)
     return str(info.value.info.get("exception_message", info.value))
 
 
@@ -199,11 +199,11 @@ def host_cfg(options: dict, base) -> callable:
 _PLAIN: dict = {}
 
 
-def plain_swap(comfy, batch: int = 1, **kw) -> torch.Tensor:
+def plain_swap(comfy_server, batch: int = 1, **kw) -> torch.Tensor:
     """The swapped result without the node under test (one server run per setting)."""
     key = (batch, tuple(sorted(kw.items())))
     if key not in _PLAIN:
-        _PLAIN[key] = latent(comfy, build(batch=batch, **kw))
+        _PLAIN[key] = latent(comfy_server, build(batch=batch, **kw))
     return _PLAIN[key]
 
 
@@ -224,7 +224,7 @@ FORMULA_NODES = {
 
 
 @pytest.mark.parametrize("node", sorted(FORMULA_NODES))
-def test_formula_node_applies_to_the_prior_uncond(comfy, ref, checkpoint_cache, node):
+def test_formula_node_applies_to_the_prior_uncond(comfy_server, ref, checkpoint_cache, node):
     inputs, batch = FORMULA_NODES[node]
     server_inputs, host_inputs = dict(inputs), dict(inputs)
     if "operation" in inputs:  # a LATENT_OPERATION made by another node
@@ -233,18 +233,18 @@ def test_formula_node_applies_to_the_prior_uncond(comfy, ref, checkpoint_cache, 
     prompt = build(after=((node, server_inputs),), batch=batch)
     if "operation" in inputs:
         prompt["op"] = {"class_type": inputs["operation"], "inputs": {"multiplier": 1.0}}
-    result = latent(comfy, prompt)
+    result = latent(comfy_server, prompt)
     patcher = host_node(node, host_patcher(str(checkpoint_cache / FT)), **host_inputs)
     expected = sample(ref, host_cfg(patcher.model_options, patcher.model), tuple(result.shape))
     assert rel_err(result, expected) < REL, rel_err(result, expected)
-    assert rel_err(result, plain_swap(comfy, batch)) > 100 * REL, f"{node} had no effect on the swapped result"
+    assert rel_err(result, plain_swap(comfy_server, batch)) > 100 * REL, f"{node} had no effect on the swapped result"
 
 
 # -- guiders ----------------------------------------------------------------------------------------------
-def test_perp_neg_guider_prior_supplies_the_empty_base(comfy, ref):
+def test_perp_neg_guider_prior_supplies_the_empty_base(comfy_server, ref):
     """PerpNegGuider: the prior's ∅ is perp-neg's base e; the negative *prompt* n stays the fine-tune's."""
     neg_scale = 1.5
-    result = latent(comfy, build(guider="PerpNegGuider", neg_scale=neg_scale))
+    result = latent(comfy_server, build(guider="PerpNegGuider", neg_scale=neg_scale))
 
     def perp_neg(x, sigma, c, p):
         n = denoised(ref.ft, x, sigma, ref.n)
@@ -254,30 +254,30 @@ def test_perp_neg_guider_prior_supplies_the_empty_base(comfy, ref):
 
     expected = sample(ref, perp_neg, tuple(result.shape))
     assert rel_err(result, expected) < REL, rel_err(result, expected)
-    stock = latent(comfy, build(guider="PerpNegGuider", neg_scale=neg_scale, swap=False))
+    stock = latent(comfy_server, build(guider="PerpNegGuider", neg_scale=neg_scale, swap=False))
     assert rel_err(result, stock) > 1000 * REL
 
 
-def test_basic_guider_has_no_uncond_so_the_prior_is_not_used(comfy):
-    before = len(counts(comfy))
-    result = latent(comfy, build(guider="BasicGuider"))
-    assert counts(comfy)[before:] == [(0, 3)]
-    assert "has no negative/uncond conditioning" in comfy.log_text()
-    assert torch.equal(result, latent(comfy, build(guider="BasicGuider", swap=False)))
+def test_basic_guider_has_no_uncond_so_the_prior_is_not_used(comfy_server):
+    before = len(counts(comfy_server))
+    result = latent(comfy_server, build(guider="BasicGuider"))
+    assert counts(comfy_server)[before:] == [(0, 3)]
+    assert "has no negative/uncond conditioning" in comfy_server.log_text()
+    assert torch.equal(result, latent(comfy_server, build(guider="BasicGuider", swap=False)))
 
 
-def test_cfg_one_with_an_ordinary_sampler_never_runs_the_prior(comfy):
-    before = len(counts(comfy))
-    result = latent(comfy, build(cfg=1.0, seed=3))
-    assert counts(comfy)[before:] == [(0, 3)]
-    assert torch.equal(result, latent(comfy, build(cfg=1.0, seed=3, swap=False)))
+def test_cfg_one_with_an_ordinary_sampler_never_runs_the_prior(comfy_server):
+    before = len(counts(comfy_server))
+    result = latent(comfy_server, build(cfg=1.0, seed=3))
+    assert counts(comfy_server)[before:] == [(0, 3)]
+    assert torch.equal(result, latent(comfy_server, build(cfg=1.0, seed=3, swap=False)))
 
 
-def test_cfg_pp_sampler_at_cfg_one_renoises_with_the_prior(comfy, ref):
+def test_cfg_pp_sampler_at_cfg_one_renoises_with_the_prior(comfy_server, ref):
     """CFG++ (euler_cfg_pp) renoises along its uncond even at cfg 1: the prior supplies it at every step."""
-    before = len(counts(comfy))
-    result = latent(comfy, build(cfg=1.0, sampler="euler_cfg_pp"))
-    assert counts(comfy)[before:] == [(3, 3)]
+    before = len(counts(comfy_server))
+    result = latent(comfy_server, build(cfg=1.0, sampler="euler_cfg_pp"))
+    assert counts(comfy_server)[before:] == [(3, 3)]
     sigmas = reference.simple_schedule(3)
     x = reference.initial_noise(tuple(result.shape), 7) * (1.0 + sigmas[0] ** 2) ** 0.5
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
@@ -285,41 +285,41 @@ def test_cfg_pp_sampler_at_cfg_one_renoises_with_the_prior(comfy, ref):
         x = c if sigma_next == 0 else c + sigma_next * (x - p) / sigma  # cfg 1: denoised = c; d = (x − p)/σ
     expected = x / reference.SD15_SCALE
     assert rel_err(result, expected) < REL, rel_err(result, expected)
-    stock = latent(comfy, build(cfg=1.0, sampler="euler_cfg_pp", swap=False))
+    stock = latent(comfy_server, build(cfg=1.0, sampler="euler_cfg_pp", swap=False))
     assert rel_err(result, stock) > 1000 * REL
 
 
 @pytest.mark.parametrize("sampler", ["dpmpp_2m_cfg_pp", "res_multistep_cfg_pp"])
-def test_cfg_pp_samplers_identity_prior_equals_stock(comfy, sampler):
+def test_cfg_pp_samplers_identity_prior_equals_stock(comfy_server, sampler):
     """With the fine-tune as its own prior (same negative) the CFG++ samplers give their stock result at cfg 1."""
-    same = latent(comfy, build(cfg=1.0, sampler=sampler, prior="same"))
-    stock = latent(comfy, build(cfg=1.0, sampler=sampler, swap=False))
+    same = latent(comfy_server, build(cfg=1.0, sampler=sampler, prior="same"))
+    stock = latent(comfy_server, build(cfg=1.0, sampler=sampler, swap=False))
     assert rel_err(same, stock) < REL, rel_err(same, stock)
-    assert rel_err(latent(comfy, build(cfg=1.0, sampler=sampler)), stock) > 1000 * REL
+    assert rel_err(latent(comfy_server, build(cfg=1.0, sampler=sampler)), stock) > 1000 * REL
 
 
 # -- refusals ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["before", "after"])
-def test_self_attention_guidance_is_refused_before_sampling(comfy, where):
+def test_self_attention_guidance_is_refused_before_sampling(comfy_server, where):
     sag = (("SelfAttentionGuidance", {"scale": 0.5, "blur_sigma": 2.0}),)
-    message = refused(comfy, build(**{where: sag}))
+    message = refused(comfy_server, build(**{where: sag}))
     assert "Self-Attention Guidance cannot be combined with Prior Swap CFG" in message, message
     assert "Remove Self-Attention Guidance" in message
     assert "AttributeError" not in message
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
-def test_deprecated_perp_neg_node_is_refused_pointing_to_perp_neg_guider(comfy, where):
+def test_deprecated_perp_neg_node_is_refused_pointing_to_perp_neg_guider(comfy_server, where):
     # PerpNeg takes its own empty conditioning: a node added to the built prompt.
     prompt = build(**{where: (("PerpNeg", {"empty_conditioning": ["empty", 0], "neg_scale": 1.0}),)})
     ckpt = next(k for k, v in prompt.items() if v["class_type"] == "CheckpointLoaderSimple")
     prompt["empty"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": [ckpt, 1], "text": ""}}
-    message = refused(comfy, prompt)
+    message = refused(comfy_server, prompt)
     assert "The deprecated Perp-Neg node (PerpNeg) cannot be combined with Prior Swap CFG" in message, message
     assert "Use PerpNegGuider" in message
 
 
-def test_insight_into_guider_without_negative_is_refused(comfy):
+def test_insight_into_guider_without_negative_is_refused(comfy_server):
     g = graph()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=FT)
     pos = g.node("CLIPTextEncode", clip=ckpt.out(1), text=POSITIVE)
@@ -334,16 +334,16 @@ def test_insight_into_guider_without_negative_is_refused(comfy):
                      sigmas=g.node("BasicScheduler", model=ckpt.out(0), scheduler="simple", steps=2, denoise=1.0).out(0),
                      latent_image=g.node("EmptyLatentImage", width=64, height=64, batch_size=1).out(0))
     g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/guidance")
-    message = refused(comfy, g.finalize())
+    message = refused(comfy_server, g.finalize())
     assert "PriorSwapGuider: the model comes from Prior Swap Insight" in message, message
     assert "connect 'negative'" in message
 
 
 # -- extra forwards ----------------------------------------------------------------------------------------
-def test_perturbed_attention_guidance_stays_on_the_fine_tune(comfy, ref):
+def test_perturbed_attention_guidance_stays_on_the_fine_tune(comfy_server, ref):
     """PAG: p + s(c − p) + scale·(c − c_pag), c_pag = the fine-tune's cond with middle self-attention = v."""
     scale = 2.0
-    result = latent(comfy, build(after=(("PerturbedAttentionGuidance", {"scale": scale}),)))
+    result = latent(comfy_server, build(after=(("PerturbedAttentionGuidance", {"scale": scale}),)))
     pag_options = {"patches_replace": {"attn1": {("middle", 0): lambda q, k, v, extra_options, mask=None: v}}}
 
     def pag(x, sigma, c, p):
@@ -363,10 +363,10 @@ UNET_PATCHES = {
 
 
 @pytest.mark.parametrize("node", sorted(UNET_PATCHES))
-def test_unet_patch_acts_on_the_fine_tune_only(comfy, ref, checkpoint_cache, node):
+def test_unet_patch_acts_on_the_fine_tune_only(comfy_server, ref, checkpoint_cache, node):
     """A MODEL patch belongs to the model it patched: the fine-tune's cond gets it, the prior does not."""
     inputs = UNET_PATCHES[node]
-    result = latent(comfy, build(before=((node, inputs),)))
+    result = latent(comfy_server, build(before=((node, inputs),)))
     patcher = host_node(node, host_patcher(str(checkpoint_cache / FT)), **inputs)
     options = patcher.model_options["transformer_options"]
 
@@ -375,13 +375,13 @@ def test_unet_patch_acts_on_the_fine_tune_only(comfy, ref, checkpoint_cache, nod
 
     expected = sample(ref, freeu, tuple(result.shape))
     assert rel_err(result, expected) < REL, rel_err(result, expected)
-    assert rel_err(result, plain_swap(comfy)) > 100 * REL, f"{node} had no effect"
+    assert rel_err(result, plain_swap(comfy_server)) > 100 * REL, f"{node} had no effect"
 
 
 # -- hooks -------------------------------------------------------------------------------------------------
-def test_positive_hook_lora_does_not_leak_into_a_prior_sharing_the_base_model(comfy, ref):
+def test_positive_hook_lora_does_not_leak_into_a_prior_sharing_the_base_model(comfy_server, ref):
     """Prior From Model on the fine-tune's own MODEL (same BaseModel) + a LoRA hook on the positive only."""
-    result = latent(comfy, build(positive_hooks=True, prior="same_empty"))
+    result = latent(comfy_server, build(positive_hooks=True, prior="same_empty"))
 
     def combine(x, sigma, c, p):
         cond = denoised(ref.ft_lora, x, sigma, ref.c)
@@ -418,10 +418,10 @@ def _write_controlnet(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def controlnet(comfy, checkpoint_cache):
+def controlnet(comfy_server, checkpoint_cache):
     # Not in checkpoint_cache: every file there is linked into the checkpoints folder.
     target = _write_controlnet(ROOT / ".host" / "cache" / f"controlnet-{checkpoints.cache_key()}" / CONTROLNET)
-    link = comfy.base / "models" / "controlnet" / CONTROLNET
+    link = comfy_server.base / "models" / "controlnet" / CONTROLNET
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.exists():
         link.symlink_to(target)
@@ -451,13 +451,13 @@ def controlnet_build(name: str, *, swap: bool, negative_controlled: bool) -> dic
     return g.finalize()
 
 
-def test_controlnet_acts_on_the_fine_tune_cond_only(comfy, controlnet):
+def test_controlnet_acts_on_the_fine_tune_cond_only(comfy_server, controlnet):
     """The prior runs its own conditioning, without the fine-tune's ControlNet: with the fine-tune as its own
     prior, the swap equals stock CFG with the control on the positive only (the negative uncontrolled)."""
-    swapped_both = latent(comfy, controlnet_build(controlnet, swap=True, negative_controlled=True))
-    stock_positive_only = latent(comfy, controlnet_build(controlnet, swap=False, negative_controlled=False))
+    swapped_both = latent(comfy_server, controlnet_build(controlnet, swap=True, negative_controlled=True))
+    stock_positive_only = latent(comfy_server, controlnet_build(controlnet, swap=False, negative_controlled=False))
     assert rel_err(swapped_both, stock_positive_only) < REL, rel_err(swapped_both, stock_positive_only)
-    stock_both = latent(comfy, controlnet_build(controlnet, swap=False, negative_controlled=True))
+    stock_both = latent(comfy_server, controlnet_build(controlnet, swap=False, negative_controlled=True))
     assert rel_err(stock_both, stock_positive_only) > 1000 * REL  # the control acts on the uncond in stock
 
 
@@ -466,57 +466,57 @@ WINDOWS = {"context_length": 2, "context_overlap": 1, "context_schedule": "stand
            "closed_loop": False, "fuse_method": "pyramid"}
 
 
-def test_context_windows_evaluate_the_prior_per_window(comfy, ref):
+def test_context_windows_evaluate_the_prior_per_window(comfy_server, ref):
     """Batch 4 in windows of 2: each window's prior uncond is fused with the same weights as the fine-tune's.
 
     The SD1.5 UNet treats batch items independently, so the fused result equals Eq. 7 on the whole batch.
     """
-    before = len(counts(comfy))
-    result = latent(comfy, build(batch=4, after=(("ContextWindowsManual", {**WINDOWS, "dim": 0}),)))
-    prior_calls, calls = counts(comfy)[before:][0]
+    before = len(counts(comfy_server))
+    result = latent(comfy_server, build(batch=4, after=(("ContextWindowsManual", {**WINDOWS, "dim": 0}),)))
+    prior_calls, calls = counts(comfy_server)[before:][0]
     assert prior_calls == calls > 3, (prior_calls, calls)  # one per window and step
     expected = sample(ref, eq7, tuple(result.shape))
     assert rel_err(result, expected) < REL, rel_err(result, expected)
-    stock = latent(comfy, build(batch=4, swap=False, after=(("ContextWindowsManual", {**WINDOWS, "dim": 0}),)))
+    stock = latent(comfy_server, build(batch=4, swap=False, after=(("ContextWindowsManual", {**WINDOWS, "dim": 0}),)))
     assert rel_err(result, stock) > 1000 * REL
 
 
-def test_wan_context_windows_identity_prior_equals_stock(comfy):
+def test_wan_context_windows_identity_prior_equals_stock(comfy_server):
     """WanContextWindowsManual (windows along dim 2): the fine-tune as its own prior gives the stock windows."""
     wan = (("WanContextWindowsManual", {k: v for k, v in {**WINDOWS, "context_length": 5, "context_overlap": 1}.items()}),)
-    same = latent(comfy, build(after=wan, prior="same"))
-    stock = latent(comfy, build(after=wan, swap=False))
+    same = latent(comfy_server, build(after=wan, prior="same"))
+    stock = latent(comfy_server, build(after=wan, swap=False))
     assert rel_err(same, stock) < REL, rel_err(same, stock)
-    assert rel_err(stock, latent(comfy, build(swap=False))) > 1000 * REL  # the windows act
+    assert rel_err(stock, latent(comfy_server, build(swap=False))) > 1000 * REL  # the windows act
 
 
 # -- caches ------------------------------------------------------------------------------------------------
-def test_lazy_cache_identity_prior_equals_stock(comfy):
+def test_lazy_cache_identity_prior_equals_stock(comfy_server):
     cache = (("LazyCache", {"reuse_threshold": 2.0, "start_percent": 0.0, "end_percent": 1.0, "verbose": True}),)
-    same = latent(comfy, build(after=cache, prior="same", steps=6))
-    stock = latent(comfy, build(after=cache, swap=False, steps=6))
+    same = latent(comfy_server, build(after=cache, prior="same", steps=6))
+    stock = latent(comfy_server, build(after=cache, swap=False, steps=6))
     assert rel_err(same, stock) < REL, rel_err(same, stock)
-    assert rel_err(stock, latent(comfy, build(swap=False, steps=6))) > 1000 * REL  # the cache skipped steps
+    assert rel_err(stock, latent(comfy_server, build(swap=False, steps=6))) > 1000 * REL  # the cache skipped steps
 
 
-def test_easy_cache_caches_the_fine_tune_and_evaluates_the_prior_exactly(comfy):
+def test_easy_cache_caches_the_fine_tune_and_evaluates_the_prior_exactly(comfy_server):
     cache = (("EasyCache", {"reuse_threshold": 2.0, "start_percent": 0.0, "end_percent": 1.0, "verbose": True}),)
-    before = len(counts(comfy))
-    cached = latent(comfy, build(after=cache, steps=6))
-    prior_calls, calls = counts(comfy)[before:][0]
+    before = len(counts(comfy_server))
+    cached = latent(comfy_server, build(after=cache, steps=6))
+    prior_calls, calls = counts(comfy_server)[before:][0]
     assert prior_calls == calls == 6
-    assert rel_err(cached, plain_swap(comfy, steps=6)) > 1000 * REL  # the fine-tune's cond was cached
+    assert rel_err(cached, plain_swap(comfy_server, steps=6)) > 1000 * REL  # the fine-tune's cond was cached
 
 
 # -- DiT nodes on the SD3 stand-in ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def sd3(comfy):
+def sd3(comfy_server):
     paths = foreign_models.write_all(ROOT / ".host" / "cache" / f"foreign-{foreign_models.cache_key()}")
-    link = comfy.base / "models" / "diffusion_models" / "sd3_tiny.safetensors"
+    link = comfy_server.base / "models" / "diffusion_models" / "sd3_tiny.safetensors"
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.exists():
         link.symlink_to(paths["sd3_tiny"])
-    comfy.post("/object_info")  # nothing cached: UNETLoader lists the folder per request
+    comfy_server.post("/object_info")  # nothing cached: UNETLoader lists the folder per request
     return "sd3_tiny.safetensors"
 
 
@@ -549,13 +549,13 @@ SLG = ("SkipLayerGuidanceDiT", {"double_layers": "1", "single_layers": "", "scal
 @pytest.mark.parametrize("node", [SLG_SIMPLE, SLG, ("SkipLayerGuidanceSD3", {"layers": "1", "scale": 3.0,
                                                                               "start_percent": 0.0, "end_percent": 1.0})],
                          ids=lambda n: n[0])
-def test_skip_layer_guidance_identity_prior_keeps_its_effect(comfy, sd3, node):
+def test_skip_layer_guidance_identity_prior_keeps_its_effect(comfy_server, sd3, node):
     """The fine-tune as its own prior: SLG Simple's skipped blocks are skipped in the prior's uncond too, and
     SLG / SLG SD3 stay on the fine-tune's cond; both equal stock SLG, which differs from no SLG."""
-    same = latent(comfy, sd3_build(sd3, swap=True, patch=(node,)))
-    stock = latent(comfy, sd3_build(sd3, swap=False, patch=(node,)))
+    same = latent(comfy_server, sd3_build(sd3, swap=True, patch=(node,)))
+    stock = latent(comfy_server, sd3_build(sd3, swap=False, patch=(node,)))
     assert rel_err(same, stock) < REL, rel_err(same, stock)
-    assert rel_err(stock, latent(comfy, sd3_build(sd3, swap=False))) > 1000 * REL
+    assert rel_err(stock, latent(comfy_server, sd3_build(sd3, swap=False))) > 1000 * REL
 
 
 def test_slg_simple_with_a_prior_of_another_architecture_is_refused(checkpoint_cache):
@@ -690,10 +690,10 @@ def cfg_pp_samplers() -> list[str]:
     return [name for name in comfy.samplers.KSAMPLER_NAMES if "cfg_pp" in name]
 
 
-def test_every_guidance_node_of_the_host_has_a_row(comfy):
+def test_every_guidance_node_of_the_host_has_a_row(comfy_server):
     """Nodes the server lists that change guidance or sampling (by their source) or output a GUIDER, and every
     CFG++ sampler name: each must have a row in docs/compatibility.md."""
-    info = comfy.get("/object_info", timeout=120)
+    info = comfy_server.get("/object_info", timeout=120)
     rows = table_rows()
     flagged = guidance_nodes_in_source()
     guiders = {name for name, spec in info.items() if "GUIDER" in (spec.get("output") or [])

@@ -51,14 +51,14 @@ def insight_graph(*, seed: int, steps: int = 3, insight: bool = True, same_prior
     return g.finalize(), ids
 
 
-def run_with_ws(comfy, prompt: dict) -> tuple[dict, list[dict], list[dict]]:
+def run_with_ws(comfy_server, prompt: dict) -> tuple[dict, list[dict], list[dict]]:
     """Queue ``prompt`` with a websocket open; returns (history entry, insight messages, all messages)."""
     import websocket
 
-    ws = websocket.create_connection(f"ws://127.0.0.1:{comfy.port}/ws?clientId={comfy.client_id}", timeout=120)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{comfy_server.port}/ws?clientId={comfy_server.client_id}", timeout=120)
     events = []
     try:
-        prompt_id = comfy.queue(prompt)
+        prompt_id = comfy_server.queue(prompt)
         while True:
             message = ws.recv()
             if not isinstance(message, str):
@@ -70,7 +70,7 @@ def run_with_ws(comfy, prompt: dict) -> tuple[dict, list[dict], list[dict]]:
                 break
     finally:
         ws.close()
-    entry = comfy.wait(prompt_id)
+    entry = comfy_server.wait(prompt_id)
     ours = [e["data"] for e in events if e["type"] == EVENT]
     assert all(m["prompt_id"] == prompt_id for m in ours), ours
     return entry, ours, events
@@ -108,10 +108,10 @@ def close(a: float, b: float, rel: float = 1e-4) -> bool:
     return abs(a - b) <= rel * max(abs(a), abs(b), 1e-6)
 
 
-def test_recorded_values_match_independent_computation(comfy, checkpoint_cache):
+def test_recorded_values_match_independent_computation(comfy_server, checkpoint_cache):
     steps, seed = 4, 21
     prompt, ids = insight_graph(seed=seed, steps=steps)
-    _, messages, _ = run_with_ws(comfy, prompt)
+    _, messages, _ = run_with_ws(comfy_server, prompt)
     recorded = [m for m in messages if not m.get("done")]
     expected = expected_steps(checkpoint_cache, steps, seed)
     assert len(recorded) == steps
@@ -124,9 +124,9 @@ def test_recorded_values_match_independent_computation(comfy, checkpoint_cache):
     assert all(m["rel_diff"] > 1e-3 for m in recorded), recorded
 
 
-def test_prior_equal_to_fine_tune_gives_zero_drift(comfy):
+def test_prior_equal_to_fine_tune_gives_zero_drift(comfy_server):
     prompt, _ = insight_graph(seed=22, steps=3, same_prior=True)
-    _, messages, _ = run_with_ws(comfy, prompt)
+    _, messages, _ = run_with_ws(comfy_server, prompt)
     recorded = [m for m in messages if not m.get("done")]
     assert len(recorded) == 3
     for m in recorded:
@@ -134,10 +134,10 @@ def test_prior_equal_to_fine_tune_gives_zero_drift(comfy):
         assert close(m["guid_ft"], m["guid_prior"], 1e-5), m
 
 
-def test_one_websocket_message_per_step_during_the_run(comfy):
+def test_one_websocket_message_per_step_during_the_run(comfy_server):
     steps = 5
     prompt, ids = insight_graph(seed=23, steps=steps)
-    entry, messages, events = run_with_ws(comfy, prompt)
+    entry, messages, events = run_with_ws(comfy_server, prompt)
     assert [m.get("done", False) for m in messages] == [False] * steps + [True]
     assert [m["step"] for m in messages[:-1]] == list(range(steps))
     assert all(m["node"] == ids["insight"] and m["sampler_node"] == ids["sampler"] for m in messages)
@@ -151,30 +151,30 @@ def test_one_websocket_message_per_step_during_the_run(comfy):
     assert progress and insight[0] < progress[-1]  # interleaved with the sampler's progress, not after it
 
 
-def test_off_by_default_no_extra_forward_no_message(comfy):
+def test_off_by_default_no_extra_forward_no_message(comfy_server):
     """Without PriorSwapInsight: the same forward counts, no message; the image is the measured run's."""
     steps = 3
-    start = len(comfy.log_text())
-    entry_off, messages_off, _ = run_with_ws(comfy, insight_graph(seed=24, steps=steps, insight=False)[0])
-    off_log = comfy.log_text()[start:]
-    start = len(comfy.log_text())
-    entry_on, messages_on, _ = run_with_ws(comfy, insight_graph(seed=24, steps=steps)[0])
-    on_log = comfy.log_text()[start:]
+    start = len(comfy_server.log_text())
+    entry_off, messages_off, _ = run_with_ws(comfy_server, insight_graph(seed=24, steps=steps, insight=False)[0])
+    off_log = comfy_server.log_text()[start:]
+    start = len(comfy_server.log_text())
+    entry_on, messages_on, _ = run_with_ws(comfy_server, insight_graph(seed=24, steps=steps)[0])
+    on_log = comfy_server.log_text()[start:]
     assert messages_off == []
     assert len(messages_on) == steps + 1
     # Prior forwards N and fine-tune (model) calls M: one each per step, with or without the measurement.
     assert _counts(off_log) == _counts(on_log) == [(steps, steps)]
     # The measurement does not change the result (own uncond is measured, not used, at prior_weight 1).
-    latent_off = read_latent(comfy.output_files(entry_off, "latents")[0])
-    latent_on = read_latent(comfy.output_files(entry_on, "latents")[0])
+    latent_off = read_latent(comfy_server.output_files(entry_off, "latents")[0])
+    latent_on = read_latent(comfy_server.output_files(entry_on, "latents")[0])
     assert float((latent_off - latent_on).abs().max() / latent_off.abs().max()) < 1e-5
 
 
 @pytest.mark.parametrize("x_axis,size", [("step", (640, 480)), ("sigma", (400, 304))])
-def test_plot_node_outputs_image_of_requested_size(comfy, x_axis, size):
+def test_plot_node_outputs_image_of_requested_size(comfy_server, x_axis, size):
     prompt, _ = insight_graph(seed=25 + size[0], steps=2, plot=size, x_axis=x_axis)
-    entry = comfy.run(prompt)
-    files = comfy.output_files(entry, "images")
+    entry = comfy_server.run(prompt)
+    files = comfy_server.output_files(entry, "images")
     assert len(files) == 1
     with Image.open(files[0]) as im:
         assert im.size == size
@@ -185,7 +185,7 @@ def test_plot_node_outputs_image_of_requested_size(comfy, x_axis, size):
     assert violet > 20
 
 
-def test_plot_without_insight_model_is_refused(comfy):
+def test_plot_without_insight_model_is_refused(comfy_server):
     g = graph()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
     latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
@@ -195,12 +195,12 @@ def test_plot_without_insight_model_is_refused(comfy):
     from support.server import ExecutionError
 
     with pytest.raises(ExecutionError, match="Prior Swap Insight"):
-        comfy.run(g.finalize())
+        comfy_server.run(g.finalize())
 
 
 @pytest.mark.skipif(not os.environ.get("PRIOR_SWAP_INSIGHT_COST"), reason="timing (~3 min on 2 CPU cores): set "
                     "PRIOR_SWAP_INSIGHT_COST=1 and run with -s")
-def test_cost_of_measuring(comfy):
+def test_cost_of_measuring(comfy_server):
     """Wall time of a 10-step 64×64 run with and without the measurement (printed; run with -s to see)."""
     timings = {}
     for label, on in (("off", False), ("on", True)):
@@ -208,7 +208,7 @@ def test_cost_of_measuring(comfy):
         for i in range(3):
             prompt, _ = insight_graph(seed=100 + i + (50 if on else 0), steps=10, insight=on)
             t0 = time.perf_counter()
-            comfy.run(prompt)
+            comfy_server.run(prompt)
             times.append(time.perf_counter() - t0)
         timings[label] = sorted(times)[1] * 1000
     print(f"\nPriorSwapInsight cost (CPU, stand-in SD1.5 UNets, 64x64, 10 steps, median of 3): "

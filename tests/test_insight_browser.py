@@ -18,8 +18,8 @@ CURVE = "prior_swap_insight_curve"
 
 
 @pytest.fixture(scope="module")
-def frontend(comfy):
-    for fe in browser.open_frontend(comfy):
+def frontend(comfy_server):
+    for fe in browser.open_frontend(comfy_server):
         fe.page.wait_for_function("() => window.app.extensions.some(e => e.name === 'prior_swap.insight')")
         yield fe
 
@@ -47,7 +47,7 @@ def curve(fe: browser.Frontend, node_id: int) -> dict:
 
 
 @pytest.mark.parametrize("renderer", ["canvas", "vue"])
-def test_curve_is_drawn_on_the_node_while_sampling_and_kept(frontend, comfy, renderer):
+def test_curve_is_drawn_on_the_node_while_sampling_and_kept(frontend, comfy_server, renderer):
     fe = frontend
     fe.set_vue_nodes(renderer == "vue")
     try:

@@ -79,37 +79,37 @@ def swap_graph(s: Setting) -> dict:
     return g.finalize()
 
 
-def run(comfy, s: Setting) -> tuple[torch.Tensor, str]:
+def run(comfy_server, s: Setting) -> tuple[torch.Tensor, str]:
     """Run one setting; returns its latent and the part of the server log it wrote."""
-    start = len(comfy.log_text())
-    entry = comfy.run(swap_graph(s))
-    files = comfy.output_files(entry, "latents")
+    start = len(comfy_server.log_text())
+    entry = comfy_server.run(swap_graph(s))
+    files = comfy_server.output_files(entry, "latents")
     assert len(files) == 1, entry
-    return read_latent(files[0]), comfy.log_text()[start:]
+    return read_latent(files[0]), comfy_server.log_text()[start:]
 
 
-def free(comfy, **flags) -> str:
+def free(comfy_server, **flags) -> str:
     """POST /free and wait until the worker has handled it; returns what it logged.
 
     Call it only with models loaded: the 'Unloading' lines are how it knows the worker is done.
     """
-    start = len(comfy.log_text())
+    start = len(comfy_server.log_text())
     deadline = time.time() + 30
     # ComfyUI's worker reads the flags when its queue wakes it; a wake-up that comes while it is busy (its
     # periodic gc.collect) is lost and the flags then wait for the next prompt. Posting again wakes it.
-    while "Unloading" not in comfy.log_text()[start:]:
+    while "Unloading" not in comfy_server.log_text()[start:]:
         assert time.time() < deadline, "POST /free was not handled"
-        assert comfy.post("/free", {"unload_models": True, **flags}).status_code == 200
+        assert comfy_server.post("/free", {"unload_models": True, **flags}).status_code == 200
         for _ in range(10):
             time.sleep(0.1)
-            if "Unloading" in comfy.log_text()[start:]:
+            if "Unloading" in comfy_server.log_text()[start:]:
                 break
     last, stable = -1, 0
     while stable < 5 and time.time() < deadline:  # one line per model: wait until they are all written
-        size = len(comfy.log_text())
+        size = len(comfy_server.log_text())
         stable, last = (stable + 1 if size == last else 0), size
         time.sleep(0.1)
-    return comfy.log_text()[start:]
+    return comfy_server.log_text()[start:]
 
 
 def loaded(log: str, verb: str) -> list[str]:
@@ -124,31 +124,31 @@ def prior_counts(log: str) -> list[tuple[int, int]]:
 
 # -- /free ------------------------------------------------------------------------------------------------
 
-def test_free_unloads_the_prior_too(comfy):
-    run(comfy, Setting(seed=101))
-    free(comfy)  # start from an empty loaded-models list
-    first, log = run(comfy, Setting(seed=102))
+def test_free_unloads_the_prior_too(comfy_server):
+    run(comfy_server, Setting(seed=101))
+    free(comfy_server)  # start from an empty loaded-models list
+    first, log = run(comfy_server, Setting(seed=102))
     # Both the fine-tune and the prior were out of ComfyUI's list and had to be loaded again.
     assert loaded(log, "load") == ["BaseModel", "BaseModel"], log
-    _, log = run(comfy, Setting(seed=103))
+    _, log = run(comfy_server, Setting(seed=103))
     assert loaded(log, "load") == [], log  # without /free both stay loaded
-    unloaded = free(comfy)
+    unloaded = free(comfy_server)
     assert sorted(loaded(unloaded, "unload")) == ["BaseModel", "BaseModel"], unloaded  # fine-tune and prior
-    again, log = run(comfy, Setting(seed=102, no_op=1))
+    again, log = run(comfy_server, Setting(seed=102, no_op=1))
     assert loaded(log, "load") == ["BaseModel", "BaseModel"], log
     assert torch.equal(again, first)
 
 
 # -- interrupt --------------------------------------------------------------------------------------------
 
-def _run_and_interrupt(comfy, s: Setting, after_steps: int = 2) -> str:
+def _run_and_interrupt(comfy_server, s: Setting, after_steps: int = 2) -> str:
     """Queue a long run, POST /interrupt once it has done ``after_steps`` steps; returns its log."""
     import websocket
 
-    start = len(comfy.log_text())
-    ws = websocket.create_connection(f"ws://127.0.0.1:{comfy.port}/ws?clientId={comfy.client_id}", timeout=120)
+    start = len(comfy_server.log_text())
+    ws = websocket.create_connection(f"ws://127.0.0.1:{comfy_server.port}/ws?clientId={comfy_server.client_id}", timeout=120)
     try:
-        prompt_id = comfy.queue(swap_graph(s))
+        prompt_id = comfy_server.queue(swap_graph(s))
         while True:
             message = ws.recv()
             if not isinstance(message, str):
@@ -159,17 +159,17 @@ def _run_and_interrupt(comfy, s: Setting, after_steps: int = 2) -> str:
                 break
             if event["type"] in ("execution_error", "execution_success") and data.get("prompt_id") == prompt_id:
                 pytest.fail(f"the run ended before it could be interrupted: {event}")
-        assert comfy.post("/interrupt").status_code == 200
+        assert comfy_server.post("/interrupt").status_code == 200
     finally:
         ws.close()
     deadline = time.time() + 120
     while time.time() < deadline:
-        history = comfy.get(f"/history/{prompt_id}")
+        history = comfy_server.get(f"/history/{prompt_id}")
         if prompt_id in history:
             status = history[prompt_id]["status"]
             assert status["status_str"] == "error" and not status["completed"], status
             assert [m[0] for m in status["messages"]][-1] == "execution_interrupted", status
-            return comfy.log_text()[start:]
+            return comfy_server.log_text()[start:]
         time.sleep(0.2)
     raise TimeoutError("interrupted prompt never finished")
 
@@ -177,21 +177,21 @@ def _run_and_interrupt(comfy, s: Setting, after_steps: int = 2) -> str:
 @pytest.mark.parametrize("setting", [Setting(prior="lora", size=64, steps=3, seed=5),
                                      Setting(prior="v", sampler="custom", size=64, steps=3, seed=6)],
                          ids=["ksampler-lora", "guider-v-prior"])
-def test_interrupt_mid_sampling_then_next_prompt_gives_the_fresh_result(comfy, setting):
-    before, _ = run(comfy, setting)
-    log = _run_and_interrupt(comfy, replace(setting, steps=500))
+def test_interrupt_mid_sampling_then_next_prompt_gives_the_fresh_result(comfy_server, setting):
+    before, _ = run(comfy_server, setting)
+    log = _run_and_interrupt(comfy_server, replace(setting, steps=500))
     (calls, steps), = prior_counts(log)
     assert 2 <= steps < 500 and calls <= steps, (calls, steps)  # stopped mid-sampling
-    after, log = run(comfy, replace(setting, no_op=1))
+    after, log = run(comfy_server, replace(setting, no_op=1))
     assert prior_counts(log) == [(setting.steps, setting.steps)]
     assert torch.equal(after, before)
     # The stock model of the same loader is untouched too.
-    stock_before = _stock(comfy, no_op=0)
-    _run_and_interrupt(comfy, replace(setting, steps=500, seed=setting.seed + 1))
-    assert torch.equal(_stock(comfy, no_op=2), stock_before)
+    stock_before = _stock(comfy_server, no_op=0)
+    _run_and_interrupt(comfy_server, replace(setting, steps=500, seed=setting.seed + 1))
+    assert torch.equal(_stock(comfy_server, no_op=2), stock_before)
 
 
-def _stock(comfy, no_op: int) -> torch.Tensor:
+def _stock(comfy_server, no_op: int) -> torch.Tensor:
     g = graph()
     ft = g.node("CheckpointLoaderSimple", ckpt_name="sd15_finetune.safetensors")
     latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1).out(0)
@@ -202,8 +202,8 @@ def _stock(comfy, no_op: int) -> torch.Tensor:
                      negative=g.node("CLIPTextEncode", clip=ft.out(1), text=NEGATIVE).out(0),
                      latent_image=latent, denoise=1.0)
     g.node("SaveLatent", samples=samples.out(0), filename_prefix="latents/stock")
-    entry = comfy.run(g.finalize())
-    return read_latent(comfy.output_files(entry, "latents")[0])
+    entry = comfy_server.run(g.finalize())
+    return read_latent(comfy_server.output_files(entry, "latents")[0])
 
 
 # -- soak -------------------------------------------------------------------------------------------------
@@ -225,19 +225,19 @@ MAX_RSS_GROWTH_MB = 48
 
 
 @pytest.mark.soak
-def test_soak_fifty_prompts_memory_and_loaded_models_stay_flat(comfy):
-    proc = psutil.Process(comfy.proc.pid)
-    start = len(comfy.log_text())
+def test_soak_fifty_prompts_memory_and_loaded_models_stay_flat(comfy_server):
+    proc = psutil.Process(comfy_server.proc.pid)
+    start = len(comfy_server.log_text())
     rss, unloaded = {}, {}
     for i in range(PROMPTS):
-        latent, _ = run(comfy, replace(ROTATION[i % len(ROTATION)], seed=1000 + i))
+        latent, _ = run(comfy_server, replace(ROTATION[i % len(ROTATION)], seed=1000 + i))
         assert torch.isfinite(latent).all()
         rss[i + 1] = proc.memory_info().rss / 2**20
         if i + 1 in (len(ROTATION), 2 * len(ROTATION), PROMPTS):
             # The last one also drops ComfyUI's node cache: the next tests find the server as they expect it.
-            unloaded[i + 1] = sorted(loaded(free(comfy, free_memory=i + 1 == PROMPTS), "unload"))
+            unloaded[i + 1] = sorted(loaded(free(comfy_server, free_memory=i + 1 == PROMPTS), "unload"))
             rss[i + 1] = proc.memory_info().rss / 2**20
-    log = comfy.log_text()[start:]
+    log = comfy_server.log_text()[start:]
     # ComfyUI's loaded-models list after the second rotation and after the fiftieth prompt: the same models.
     # (The first rotation also loads the text encoders; their encodings stay cached afterwards.)
     first, last = unloaded[2 * len(ROTATION)], unloaded[PROMPTS]

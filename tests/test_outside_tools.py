@@ -4,7 +4,7 @@
   workflow tests run it (support.ui_to_api, stand-ins substituted and linked into the test server's folders),
   against that server's /object_info: no warning, no error.
 - ``comfy-import-guard --offline check --strict`` (1.3.0) on the files the pack ships (.comfyignore applied,
-  as in test_packaging.py), resolved against the host ComfyUI: its sources put in a git repository of their
+  as in test_packaging.py), and on the whole checkout, resolved against the host ComfyUI: its sources put in a git repository of their
   own (the tool reads a ComfyUI clone through git; the host is an unpacked release), target HEAD. SAFE.
 
 The tools live in .host/tools (``python3 tests/host.py install-tools``; .ci/run installs them). Without them
@@ -40,19 +40,19 @@ def tool(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def object_info(comfy) -> dict:
-    return comfy.get("/object_info")
+def object_info(comfy_server) -> dict:
+    return comfy_server.get("/object_info")
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_comfy_lint_strict_passes_every_workflow(comfy, object_info, stand_ins, tmp_path, name):
+def test_comfy_lint_strict_passes_every_workflow(comfy_server, object_info, stand_ins, tmp_path, name):
     if name in CANNOT_RUN:
         pytest.skip(CANNOT_RUN[name])
     prompt = substitute(convert(load(name), object_info), size=LATENT_SIZE.get(name, (SIZE, SIZE)))
-    install_stand_ins(comfy, prompt)
+    install_stand_ins(comfy_server, prompt)
     (tmp_path / f"{name}.json").write_text(json.dumps(prompt, indent=1))
     # The schema after the stand-ins are in the folders: their names are then in the loaders' dropdowns.
-    (tmp_path / "object_info.json").write_text(json.dumps(comfy.get("/object_info")))
+    (tmp_path / "object_info.json").write_text(json.dumps(comfy_server.get("/object_info")))
     lint = subprocess.run([tool("comfy-lint"), "--strict", "--color", "never", "--schema-cache",
                            str(tmp_path / "object_info.json"), str(tmp_path / f"{name}.json")],
                           capture_output=True, text=True, timeout=300)
@@ -89,18 +89,26 @@ def _import_guard(cache: Path, install: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def test_comfy_import_guard_finds_the_shipped_pack_safe_against_the_host(tmp_path):
+def _tracked() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    return [p for p in out.split("\0") if p and (ROOT / p).is_file()]
+
+
+@pytest.mark.parametrize("files", ["shipped", "checkout"])
+def test_comfy_import_guard_finds_the_pack_safe_against_the_host(tmp_path, files):
+    """``shipped``: what users install. ``checkout``: every tracked file, tests included (the server fixture
+    is named comfy_server, not comfy: a parameter named like the comfy package read as comfy.* symbols)."""
     cache, install = tmp_path / "cache", tmp_path / "comfyui"
     _host_clone(cache)
     pack = install / "custom_nodes" / PACK
-    for path in sorted(shipped()):
+    for path in sorted(shipped() if files == "shipped" else _tracked()):
         (pack / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / path, pack / path)
     guard = _import_guard(cache, install)
     assert guard.returncode == 0, guard.stdout + guard.stderr
     (result,) = json.loads(guard.stdout)["packs"]
     assert result["pack"] == PACK and result["verdict"] == "SAFE", result
-    assert result["python_files"] >= 15 and result["references"] > 0  # it read the pack's comfy.* imports
+    assert result["python_files"] >= (15 if files == "shipped" else 50) and result["references"] > 0
     assert not (result["breaking"] or result["soft"] or result["signature_drift"] or result["unparseable"]), result
     # Negative control: a shipped module importing a symbol the host does not have is reported.
     (pack / "py" / "_guard_probe.py").write_text("from comfy.model_patcher import NoSuchSymbolInComfy\n")

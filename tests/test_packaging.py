@@ -69,13 +69,13 @@ def shipped() -> set[str]:
 
 
 def test_no_placeholder_publisher_or_urls():
-    comfy = PYPROJECT["tool"]["comfy"]
-    assert "PublisherId" not in comfy or comfy["PublisherId"] not in ("", "prior-swap-cfg"), "a placeholder publisher"
-    assert comfy["DisplayName"] == "Prior Swap CFG"
-    assert comfy["requires-comfyui"] == ">=0.3.75"  # the first ComfyUI with comfy_api.latest (V3 nodes)
+    tool_comfy = PYPROJECT["tool"]["comfy"]
+    assert "PublisherId" not in tool_comfy or tool_comfy["PublisherId"] not in ("", "prior-swap-cfg"), "a placeholder publisher"
+    assert tool_comfy["DisplayName"] == "Prior Swap CFG"
+    assert tool_comfy["requires-comfyui"] == ">=0.3.75"  # the first ComfyUI with comfy_api.latest (V3 nodes)
     for name, url in PYPROJECT["project"].get("urls", {}).items():
         assert url.startswith("https://") and "prior-swap-cfg/comfyui-prior-swap" not in url, (name, url)
-    icon = comfy.get("Icon")
+    icon = tool_comfy.get("Icon")
     assert icon is None or icon.startswith("https://"), "the registry takes the icon as a URL"
 
 

@@ -41,13 +41,13 @@ def net(checkpoint_cache, name: str, parameterization: str = "eps") -> reference
 
 
 @pytest.fixture(scope="module")
-def stock(comfy):
-    return run_latent(comfy, text2img(swap=False))
+def stock(comfy_server):
+    return run_latent(comfy_server, text2img(swap=False))
 
 
-def test_swap_changes_result_and_matches_eq7_reference(comfy, stock, checkpoint_cache):
+def test_swap_changes_result_and_matches_eq7_reference(comfy_server, stock, checkpoint_cache):
     """eps fine-tune + eps prior (different weights): the KSampler latent is Eq. 7 sampled by Euler."""
-    swapped = run_latent(comfy, text2img())
+    swapped = run_latent(comfy_server, text2img())
     expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
                           net(checkpoint_cache, "sd15_base.safetensors", "eps"), tuple(swapped.shape), seed=7)
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
@@ -55,59 +55,59 @@ def test_swap_changes_result_and_matches_eq7_reference(comfy, stock, checkpoint_
     assert rel_err(stock, swapped) > 1000 * REL
 
 
-def test_identity_same_model_same_negative_equals_stock(comfy, stock):
-    same = run_latent(comfy, text2img(prior_from_model="same"))
+def test_identity_same_model_same_negative_equals_stock(comfy_server, stock):
+    same = run_latent(comfy_server, text2img(prior_from_model="same"))
     assert rel_err(same, stock) < REL, rel_err(same, stock)
 
 
-def test_identity_same_checkpoint_loaded_as_prior_equals_stock(comfy, stock):
-    loaded = run_latent(comfy, text2img(prior="sd15_finetune.safetensors", prior_negative=NEGATIVE))
+def test_identity_same_checkpoint_loaded_as_prior_equals_stock(comfy_server, stock):
+    loaded = run_latent(comfy_server, text2img(prior="sd15_finetune.safetensors", prior_negative=NEGATIVE))
     assert rel_err(loaded, stock) < REL, rel_err(loaded, stock)
 
 
-def test_prior_weight_zero_is_stock_bit_exact(comfy, stock):
-    assert torch.equal(run_latent(comfy, text2img(prior_weight=0.0)), stock)
+def test_prior_weight_zero_is_stock_bit_exact(comfy_server, stock):
+    assert torch.equal(run_latent(comfy_server, text2img(prior_weight=0.0)), stock)
 
 
-def test_cfg_one_never_runs_prior(comfy):
-    before = len(_counts(comfy))
-    run_latent(comfy, text2img(cfg=1.0))
-    counts = _counts(comfy)[before:]
+def test_cfg_one_never_runs_prior(comfy_server):
+    before = len(_counts(comfy_server))
+    run_latent(comfy_server, text2img(cfg=1.0))
+    counts = _counts(comfy_server)[before:]
     assert counts == [(0, 3)], counts
 
 
-def test_prior_runs_once_per_step_at_full_weight(comfy):
-    before = len(_counts(comfy))
-    run_latent(comfy, text2img(seed=11))
-    assert _counts(comfy)[before:] == [(3, 3)]
+def test_prior_runs_once_per_step_at_full_weight(comfy_server):
+    before = len(_counts(comfy_server))
+    run_latent(comfy_server, text2img(seed=11))
+    assert _counts(comfy_server)[before:] == [(3, 3)]
 
 
-def test_v_prediction_prior_matches_reference(comfy, checkpoint_cache):
+def test_v_prediction_prior_matches_reference(comfy_server, checkpoint_cache):
     """eps fine-tune + v-prediction prior (ModelSamplingDiscrete): combined in denoised space."""
-    swapped = run_latent(comfy, text2img(v_prior=True))
+    swapped = run_latent(comfy_server, text2img(v_prior=True))
     expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
                           net(checkpoint_cache, "sd15_base.safetensors", "v"), tuple(swapped.shape), seed=7)
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
-    eps_prior = run_latent(comfy, text2img())
+    eps_prior = run_latent(comfy_server, text2img())
     assert rel_err(eps_prior, swapped) > 1000 * REL
 
 
-def test_prior_of_another_architecture_matches_reference(comfy, checkpoint_cache):
+def test_prior_of_another_architecture_matches_reference(comfy_server, checkpoint_cache):
     """A deeper UNet (three levels, not two) sharing the latent space and text encoder."""
-    swapped = run_latent(comfy, text2img(prior="sd15_deep_prior.safetensors"))
+    swapped = run_latent(comfy_server, text2img(prior="sd15_deep_prior.safetensors"))
     expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
                           net(checkpoint_cache, "sd15_deep_prior.safetensors", "eps"), tuple(swapped.shape), seed=7)
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
 
 
-def test_ksampler_and_sampler_custom_advanced_agree(comfy):
-    ksampler = run_latent(comfy, text2img(seed=3))
-    custom = run_latent(comfy, text2img(seed=3, sampler="custom"))
+def test_ksampler_and_sampler_custom_advanced_agree(comfy_server):
+    ksampler = run_latent(comfy_server, text2img(seed=3))
+    custom = run_latent(comfy_server, text2img(seed=3, sampler="custom"))
     assert torch.equal(ksampler, custom)
 
 
-def test_batch_of_two_matches_reference(comfy, checkpoint_cache):
-    swapped = run_latent(comfy, text2img(batch=2, seed=5))
+def test_batch_of_two_matches_reference(comfy_server, checkpoint_cache):
+    swapped = run_latent(comfy_server, text2img(batch=2, seed=5))
     assert swapped.shape[0] == 2
     expected = eq7_latent(net(checkpoint_cache, "sd15_finetune.safetensors"),
                           net(checkpoint_cache, "sd15_base.safetensors", "eps"), tuple(swapped.shape), seed=5)
@@ -115,10 +115,10 @@ def test_batch_of_two_matches_reference(comfy, checkpoint_cache):
     assert (swapped[0] - swapped[1]).abs().max() > 0.1
 
 
-def test_post_cfg_patch_sees_prior_uncond(comfy, checkpoint_cache):
+def test_post_cfg_patch_sees_prior_uncond(comfy_server, checkpoint_cache):
     """CFGZeroStar (a post-CFG patch) applied after PriorSwapCFG works on the prior's uncond."""
-    patched = run_latent(comfy, text2img(post_cfg="CFGZeroStar"))
-    plain = run_latent(comfy, text2img())
+    patched = run_latent(comfy_server, text2img(post_cfg="CFGZeroStar"))
+    plain = run_latent(comfy_server, text2img())
     def cfg_zero_star(x, cond_d, uncond_d):
         out = uncond_d + 5.0 * (cond_d - uncond_d)
         # CFG-Zero*: alpha = <x − cond, x − uncond> / ‖x − uncond‖² per sample
@@ -132,10 +132,10 @@ def test_post_cfg_patch_sees_prior_uncond(comfy, checkpoint_cache):
     assert rel_err(patched, plain) > 1000 * REL
 
 
-def test_blend_and_schedule_use_both_unconds(comfy, stock):
-    full = run_latent(comfy, text2img())
-    half = run_latent(comfy, text2img(prior_weight=0.5))
-    late = run_latent(comfy, text2img(start_percent=0.5))
+def test_blend_and_schedule_use_both_unconds(comfy_server, stock):
+    full = run_latent(comfy_server, text2img())
+    half = run_latent(comfy_server, text2img(prior_weight=0.5))
+    late = run_latent(comfy_server, text2img(start_percent=0.5))
     for result in (half, late):
         assert rel_err(result, stock) > 1000 * REL and rel_err(result, full) > 1000 * REL
 
@@ -155,9 +155,9 @@ def _lora_graph(prior_kind: str) -> dict:
     return prompts.sample_latent(g, model.out(0), pos, neg, seed=7, prefix="latents/lora")
 
 
-def test_same_checkpoint_with_and_without_lora_keep_their_own_weights(comfy, checkpoint_cache):
+def test_same_checkpoint_with_and_without_lora_keep_their_own_weights(comfy_server, checkpoint_cache):
     """Fine-tune + LoRA, prior = the same checkpoint loaded by its own loader, without the LoRA."""
-    swapped = run_latent(comfy, _lora_graph("own_loader"))
+    swapped = run_latent(comfy_server, _lora_graph("own_loader"))
     prior = net(checkpoint_cache, "sd15_finetune.safetensors")
     lora_unet = copy.deepcopy(prior.unet)
     with torch.no_grad():
@@ -167,15 +167,15 @@ def test_same_checkpoint_with_and_without_lora_keep_their_own_weights(comfy, che
     assert rel_err(swapped, expected) < REL, rel_err(swapped, expected)
 
 
-def test_same_loaded_checkpoint_with_other_patches_is_refused_before_sampling(comfy):
+def test_same_loaded_checkpoint_with_other_patches_is_refused_before_sampling(comfy_server):
     from support.server import ExecutionError
 
     with pytest.raises(ExecutionError) as err:
-        run_latent(comfy, _lora_graph("shared"))
+        run_latent(comfy_server, _lora_graph("shared"))
     assert "same loaded checkpoint" in str(err.value) and "PriorSwapCFG" in str(err.value)
 
 
-def test_sigma_beyond_prior_range_warns_once_and_stays_finite(comfy):
+def test_sigma_beyond_prior_range_warns_once_and_stays_finite(comfy_server):
     """A zero-terminal-SNR fine-tune samples sigmas far above the prior's range: nearest timestep, one warning."""
     g = prompts.graph()
     ckpt, pos, neg = prompts.fine_tune(g)
@@ -185,7 +185,7 @@ def test_sigma_beyond_prior_range_warns_once_and_stays_finite(comfy):
                    start_percent=0.0, end_percent=1.0)
     prompt = prompts.sample_latent(g, model.out(0), pos, neg, seed=1, prefix="latents/zsnr")
     warning = "lies outside the prior's range"
-    before = comfy.log_text().count(warning)
-    latent_out = run_latent(comfy, prompt)
-    assert comfy.log_text().count(warning) == before + 1
+    before = comfy_server.log_text().count(warning)
+    latent_out = run_latent(comfy_server, prompt)
+    assert comfy_server.log_text().count(warning) == before + 1
     assert torch.isfinite(latent_out).all()

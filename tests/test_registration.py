@@ -113,10 +113,10 @@ def test_v1_recording_covers_the_pack():
 
 
 @pytest.mark.parametrize("node", sorted(V1_INFO))
-def test_object_info_same_as_v1(comfy, node):
+def test_object_info_same_as_v1(comfy_server, node):
     """Field by field: the V3 node serves what the V1 node served, but for the three forced differences."""
-    live = comfy.get(f"/object_info/{node}")[node]
-    checkpoints = comfy.get("/models/checkpoints")
+    live = comfy_server.get(f"/object_info/{node}")[node]
+    checkpoints = comfy_server.get("/models/checkpoints")
     recorded = V1_INFO[node]
     got = as_v1(node, live, checkpoints)
     assert sorted(got) == sorted(recorded), f"{node}: top-level fields differ"
@@ -134,7 +134,7 @@ def test_object_info_same_as_v1(comfy, node):
             assert got["input"][section][name] == spec, f"{node}.{name}: {got['input'][section][name]!r} != V1 {spec!r}"
 
 
-def test_nodes_are_v3_and_the_pack_enters_through_comfy_entrypoint(comfy):
+def test_nodes_are_v3_and_the_pack_enters_through_comfy_entrypoint(comfy_server):
     """ComfyUI loads a package with NODE_CLASS_MAPPINGS as V1; ours has only comfy_entrypoint."""
     import asyncio
 
@@ -153,7 +153,7 @@ def test_nodes_are_v3_and_the_pack_enters_through_comfy_entrypoint(comfy):
     assert sorted(ids) == sorted([*V1_INFO, *ADDED_SINCE_V1])
     # For scripts: nodes.NODE_CLASS_MAPPINGS maps each id to its class (classes are named after their ids).
     assert pack_module("nodes").NODE_CLASS_MAPPINGS == dict(zip(ids, nodes))
-    log = comfy.log_text()
+    log = comfy_server.log_text()
     assert "comfy_entrypoint in" not in log, "ComfyUI could not use the pack's comfy_entrypoint"
     assert "lack of NODE_CLASS_MAPPINGS" not in log
 
@@ -167,8 +167,8 @@ def test_node_modules_stay_thin():
         assert "import torch" not in text and "comfy.samplers" not in text, path.name
 
 
-def test_every_node_has_tooltips_and_a_description(comfy):
-    info = comfy.get("/object_info")
+def test_every_node_has_tooltips_and_a_description(comfy_server):
+    info = comfy_server.get("/object_info")
     for node in V1_INFO:
         spec = info[node]
         declared = {**spec["input"].get("required", {}), **spec["input"].get("optional", {})}
@@ -178,19 +178,19 @@ def test_every_node_has_tooltips_and_a_description(comfy):
         assert spec["description"], f"{node} has no description"
 
 
-def test_pack_imported_without_error(comfy):
-    log = comfy.log_text()
+def test_pack_imported_without_error(comfy_server):
+    log = comfy_server.log_text()
     assert "comfyui-prior-swap" in log
     assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if "prior-swap" in l)
     assert "Unable to parse pyproject.toml" not in log  # ComfyUI reads the pack's [tool.comfy] at load
 
 
-def test_stand_in_checkpoints_listed(comfy):
-    spec = comfy.get("/object_info/PriorCheckpointLoader")["PriorCheckpointLoader"]["input"]["required"]["ckpt_name"]
+def test_stand_in_checkpoints_listed(comfy_server):
+    spec = comfy_server.get("/object_info/PriorCheckpointLoader")["PriorCheckpointLoader"]["input"]["required"]["ckpt_name"]
     assert {"sd15_base.safetensors", "sd15_finetune.safetensors", "ip2p_finetune.safetensors"} <= set(spec[1]["options"])
 
 
-def test_frontend_extension_served(comfy):
+def test_frontend_extension_served(comfy_server):
     """WEB_DIRECTORY is registered and the server serves the pack's scripts to the frontend.
 
     ComfyUI lists every .js under WEB_DIRECTORY, subfolders included, so the shared module js/lib/common.js is
@@ -199,14 +199,14 @@ def test_frontend_extension_served(comfy):
     """
     import requests
 
-    scripts = comfy.get("/extensions")
+    scripts = comfy_server.get("/extensions")
     ours = [s for s in scripts if "comfyui-prior-swap" in s]
     assert sorted(ours) == ["/extensions/comfyui-prior-swap/insight.js",
                             "/extensions/comfyui-prior-swap/lib/common.js",
                             "/extensions/comfyui-prior-swap/prior_swap.js"], scripts
     bodies = {}
     for script in ours:
-        body = requests.get(comfy.url + script, timeout=10)
+        body = requests.get(comfy_server.url + script, timeout=10)
         assert body.ok and "javascript" in body.headers["Content-Type"]
         bodies[script.rsplit("/", 2)[-1] if "/lib/" not in script else "lib/common.js"] = body.text
     for name in ("insight.js", "prior_swap.js"):

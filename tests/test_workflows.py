@@ -67,16 +67,16 @@ VIDEO_LENGTH = 5  # frames of the Wan workflow under test: two latent frames
 
 
 @pytest.fixture(scope="module")
-def object_info(comfy) -> dict:
-    return comfy.get("/object_info")
+def object_info(comfy_server) -> dict:
+    return comfy_server.get("/object_info")
 
 
 @pytest.fixture(scope="module")
-def stand_ins(comfy, checkpoint_cache) -> None:
+def stand_ins(comfy_server, checkpoint_cache) -> None:
     """The test image and the Zero123 stand-in (written once, ~1 GB, cached) in the server's folders."""
-    Image.new("RGB", (SIZE, SIZE), (200, 120, 40)).save(comfy.base / "input" / TEST_IMAGE)
+    Image.new("RGB", (SIZE, SIZE), (200, 120, 40)).save(comfy_server.base / "input" / TEST_IMAGE)
     folder = checkpoint_cache.parent / f"zero123-{zero123_standin.cache_key()}"
-    link = comfy.checkpoints / f"{zero123_standin.NAME}.safetensors"
+    link = comfy_server.checkpoints / f"{zero123_standin.NAME}.safetensors"
     if not link.exists():
         link.symlink_to(zero123_standin.write_zero123(folder))
 
@@ -191,43 +191,43 @@ def substitute_encoders(prompt: dict) -> dict:
     return prompt
 
 
-def install_stand_ins(comfy, prompt: dict) -> None:
+def install_stand_ins(comfy_server, prompt: dict) -> None:
     """Write (once, cached) and link the family stand-ins and VAE a substituted prompt loads."""
     unets = {n["inputs"]["unet_name"] for n in prompt.values() if n["class_type"] == "UNETLoader"}
     ckpts = {n["inputs"]["ckpt_name"] for n in prompt.values() if "ckpt_name" in n["inputs"]}
     sdxl = [name for name in SDXL_STAND_INS.values() if f"{name}.safetensors" in ckpts]
     for name, path in (workflow_standins.write_sdxl(sdxl) if sdxl else {}).items():
-        link = comfy.checkpoints / path.name
+        link = comfy_server.checkpoints / path.name
         if not link.exists():
             link.symlink_to(path)
     names = [name for name in UNET_STAND_INS.values() if families.file_name(name) in unets]
     if names:
-        families.install(families.write_all(names=names), comfy.base / "models")
+        families.install(families.write_all(names=names), comfy_server.base / "models")
     if any(n["inputs"].get("vae_name") in VAE_STAND_INS.values() for n in prompt.values()):
         vae = workflow_standins.write_wan_vae()
-        link = comfy.base / "models" / "vae" / vae.name
+        link = comfy_server.base / "models" / "vae" / vae.name
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             link.symlink_to(vae)
 
 
 @pytest.fixture(scope="module")
-def runs(comfy, object_info, stand_ins):
+def runs(comfy_server, object_info, stand_ins):
     """Run each workflow at most once: name → {output node id: [image paths], "log": the server's log of the run}."""
     done: dict[str, dict] = {}
 
     def run(name: str) -> dict:
         if name not in done:
-            before = len(comfy.log_text())
+            before = len(comfy_server.log_text())
             # A seed of its own per workflow: ComfyUI would otherwise reuse a sampler's output cached from
             # another workflow with the same (substituted) inputs, and the prior would not run.
             prompt = substitute(convert(load(name), object_info), seed=1000 + NAMES.index(name),
                                 size=LATENT_SIZE.get(name, (SIZE, SIZE)))
-            install_stand_ins(comfy, prompt)
-            entry = comfy.run(prompt)
-            done[name] = {node_id: [comfy.output / i.get("subfolder", "") / i["filename"] for i in out.get("images", [])]
+            install_stand_ins(comfy_server, prompt)
+            entry = comfy_server.run(prompt)
+            done[name] = {node_id: [comfy_server.output / i.get("subfolder", "") / i["filename"] for i in out.get("images", [])]
                           for node_id, out in entry["outputs"].items()}
-            done[name]["log"] = comfy.log_text()[before:]
+            done[name]["log"] = comfy_server.log_text()[before:]
         return done[name]
     return run
 
@@ -317,17 +317,17 @@ def test_workflow_uses_the_pack(name, object_info):
     assert kinds & {"PriorSwapCFG", "PriorSwapGuider", "PriorSwapDualCFGGuider"}
 
 
-def test_comfyui_lists_them_as_custom_node_templates(comfy):
+def test_comfyui_lists_them_as_custom_node_templates(comfy_server):
     """What the frontend's template browser reads: GET /api/workflow_templates, then each file by name."""
     import requests
 
-    listed = comfy.get("/api/workflow_templates")
+    listed = comfy_server.get("/api/workflow_templates")
     assert sorted(listed[PACK_NAME]) == sorted(NAMES)
     for name in NAMES:
-        r = requests.get(f"{comfy.url}/api/workflow_templates/{PACK_NAME}/{name}.json", timeout=10)
+        r = requests.get(f"{comfy_server.url}/api/workflow_templates/{PACK_NAME}/{name}.json", timeout=10)
         assert r.ok and r.json() == load(name)
         # The template browser shows <name>.jpg as the card's picture (tests/support/make_thumbnails.py).
-        r = requests.get(f"{comfy.url}/api/workflow_templates/{PACK_NAME}/{name}.jpg", timeout=10)
+        r = requests.get(f"{comfy_server.url}/api/workflow_templates/{PACK_NAME}/{name}.jpg", timeout=10)
         assert r.ok and r.headers["Content-Type"] == "image/jpeg", name
         with Image.open(io.BytesIO(r.content)) as im:
             assert im.format == "JPEG" and im.size == (640, 480)
@@ -507,7 +507,7 @@ def frames_of(path: Path) -> list[bytes]:
 
 
 @pytest.mark.parametrize("name", list(FAMILY_WORKFLOWS))
-def test_family_workflow_output_and_prior_swap_changes_it(name, comfy, runs, object_info):
+def test_family_workflow_output_and_prior_swap_changes_it(name, comfy_server, runs, object_info):
     """Runs on the family stand-ins: one image (or video) of the expected size, the prior at every model call,
     and another result than the same graph with stock CFG."""
     size, frames = FAMILY_WORKFLOWS[name]
@@ -518,9 +518,9 @@ def test_family_workflow_output_and_prior_swap_changes_it(name, comfy, runs, obj
         assert getattr(im, "n_frames", 1) == frames
     prompt = substitute(convert(load(name), object_info), seed=1000 + NAMES.index(name),
                         size=LATENT_SIZE.get(name, (SIZE, SIZE)))
-    before = len(comfy.log_text())
-    (stock_image,) = comfy.output_files(comfy.run(stock(prompt)))
-    assert not prior_calls({"log": comfy.log_text()[before:]}), "the stock graph ran the prior"
+    before = len(comfy_server.log_text())
+    (stock_image,) = comfy_server.output_files(comfy_server.run(stock(prompt)))
+    assert not prior_calls({"log": comfy_server.log_text()[before:]}), "the stock graph ran the prior"
     swap_frames, stock_frames = frames_of(swapped), frames_of(stock_image)
     assert len(swap_frames) == len(stock_frames) == frames
     assert all(a != b for a, b in zip(swap_frames, stock_frames)), "prior swap gave the stock result"

