@@ -45,6 +45,14 @@ class PriorCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, ckpt_name: str) -> bool | str:
+        # ComfyUI 0.3.75 checks a V1 combo's value against its list but not a V3 one's: refuse a name that is not
+        # in the checkpoints folder (a typo, '../..', an absolute path) before the prompt runs, as it did for V1.
+        if ckpt_name not in folder_paths.get_filename_list("checkpoints"):
+            return f"'{ckpt_name}' is not in the checkpoints folder list. Refresh (press R) and pick one from the list."
+        return True
+
+    @classmethod
     def execute(cls, ckpt_name: str, negative_prompt: str, weight_dtype: str = "default") -> io.NodeOutput:
         return io.NodeOutput(*load_prior_checkpoint_by_name(ckpt_name, negative_prompt, weight_dtype))
 
