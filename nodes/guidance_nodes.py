@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..py.guiders import prior_swap_dual_guider, prior_swap_guider
 from ..py.routing import SwapSchedule, apply_prior_swap
-from .common import CATEGORY, Prior
+from .common import CATEGORY, Prior, choice
 
 
 def _prior_input() -> io.Input:
@@ -28,6 +28,9 @@ def _schedule_inputs() -> list[io.Input]:
 
 def _guidance(name: str, default: float, tooltip: str) -> io.Input:
     return io.Float.Input(name, default=default, min=0.0, max=100.0, step=0.1, round=0.01, tooltip=tooltip)
+
+
+STYLES = ["regular", "nested"]  # the host DualCFGGuider's
 
 
 def _schedule(prior_weight: float, start_percent: float, end_percent: float) -> SwapSchedule:
@@ -115,12 +118,16 @@ class PriorSwapDualCFGGuider(io.ComfyNode):
                 _guidance("cfg_conds", 7.5, "γ_T: text guidance, cond1 against cond2 (paper default 7.5)."),
                 _guidance("cfg_cond2_negative", 1.5, "γ_I: image guidance, cond2 against the prior's uncond "
                                                      "(paper default 1.5)."),
-                io.Combo.Input("style", options=["regular", "nested"],
+                io.Combo.Input("style", options=STYLES,
                                tooltip="The host DualCFGGuider's formula; 'regular' is the paper's Eq. 9."),
                 *_schedule_inputs(),
             ],
             outputs=[io.Guider.Output(tooltip="Connect to SamplerCustomAdvanced.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, style: str | None = None) -> bool | str:
+        return choice("style", style, STYLES)
 
     @classmethod
     def execute(cls, model, prior, cond1, cond2, negative, cfg_conds: float, cfg_cond2_negative: float,

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..py.errors import PriorSwapError
 from ..py.insight import last_run, mark
 from ..py.insight_plot import plot_run
-from .common import CATEGORY
+from .common import CATEGORY, choice
 
 
 class PriorSwapInsight(io.ComfyNode):
@@ -39,6 +39,9 @@ class PriorSwapInsight(io.ComfyNode):
         return io.NodeOutput(mark(model, node_id))
 
 
+X_AXES = ["step", "sigma"]
+
+
 class PriorSwapInsightPlot(io.ComfyNode):
     """The last measured run of a PriorSwapInsight model as an IMAGE."""
 
@@ -56,7 +59,7 @@ class PriorSwapInsightPlot(io.ComfyNode):
                 io.Model.Input("model", tooltip="The MODEL output of Prior Swap Insight (the one the sampler used)."),
                 io.Latent.Input("samples", tooltip="The sampler's output; only used so that the plot is drawn after "
                                                    "the run it shows."),
-                io.Combo.Input("x_axis", options=["step", "sigma"],
+                io.Combo.Input("x_axis", options=X_AXES,
                                tooltip="What the x axis shows: the step number, or the noise level sigma (high to "
                                        "low, as sampling runs)."),
                 io.Int.Input("width", default=640, min=256, max=4096, step=8,
@@ -67,6 +70,10 @@ class PriorSwapInsightPlot(io.ComfyNode):
             outputs=[io.Image.Output(tooltip="The plot, an image of width × height. Save it next to the output to "
                                              "share the curve.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, x_axis: str | None = None) -> bool | str:
+        return choice("x_axis", x_axis, X_AXES)
 
     @classmethod
     def execute(cls, model, samples, x_axis: str, width: int, height: int) -> io.NodeOutput:

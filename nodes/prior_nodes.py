@@ -5,7 +5,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..py.prior import WEIGHT_DTYPES, load_prior_checkpoint_by_name, make_prior
-from .common import CATEGORY, Prior
+from .common import CATEGORY, Prior, choice
 
 
 class PriorCheckpointLoader(io.ComfyNode):
@@ -45,12 +45,13 @@ class PriorCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ckpt_name: str) -> bool | str:
+    def validate_inputs(cls, ckpt_name: str | None = None, weight_dtype: str | None = None) -> bool | str:
         # ComfyUI 0.3.75 checks a V1 combo's value against its list but not a V3 one's: refuse a name that is not
         # in the checkpoints folder (a typo, '../..', an absolute path) before the prompt runs, as it did for V1.
-        if ckpt_name not in folder_paths.get_filename_list("checkpoints"):
+        # (A linked input has no value here: None, not checked, as in V1.)
+        if ckpt_name is not None and ckpt_name not in folder_paths.get_filename_list("checkpoints"):
             return f"'{ckpt_name}' is not in the checkpoints folder list. Refresh (press R) and pick one from the list."
-        return True
+        return choice("weight_dtype", weight_dtype, WEIGHT_DTYPES)
 
     @classmethod
     def execute(cls, ckpt_name: str, negative_prompt: str, weight_dtype: str = "default") -> io.NodeOutput:

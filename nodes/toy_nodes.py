@@ -4,9 +4,10 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..py.toy_pair import CLASSES, EMPTY, load_toy_model, toy_conditioning
-from .common import CATEGORY as PACK_CATEGORY
+from .common import CATEGORY as PACK_CATEGORY, choice
 
 CATEGORY = f"{PACK_CATEGORY}/toy pair"
+TOY_MODELS = ["finetune", "base"]
 
 
 class PriorSwapToyModelLoader(io.ComfyNode):
@@ -22,13 +23,17 @@ class PriorSwapToyModelLoader(io.ComfyNode):
                          "unconditional model (use it as the prior), 'finetune' a class-conditional fine-tune of it "
                          "trained with CFG dropout on a fraction of the base's data. Pixel space: decode with Load "
                          "VAE → pixel_space, start from Empty Chroma Radiance Latent Image at 16×16."),
-            inputs=[io.Combo.Input("model", options=["finetune", "base"],
+            inputs=[io.Combo.Input("model", options=TOY_MODELS,
                                    tooltip="finetune: the conditional model you sample; base: its unconditional "
                                            "prior.")],
             # The output is named "model" like the input; V3 ids must differ, so only the display name says it.
             outputs=[io.Model.Output(display_name="model", tooltip="The toy diffusion model (ComfyUI's UNetModel, "
                                                                    "ε-prediction, pixel space).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, model: str | None = None) -> bool | str:
+        return choice("model", model, TOY_MODELS)
 
     @classmethod
     def execute(cls, model: str) -> io.NodeOutput:

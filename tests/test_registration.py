@@ -214,3 +214,34 @@ def test_frontend_extension_served(comfy_server):
         code = re.sub(r"//[^\n]*", "", bodies[name])  # comments may name what the code avoids
         assert not re.search(r"\.links?\b", code), f"{name}: deprecated graph API (output.links / input.link)"
     assert "registerExtension" not in bodies["lib/common.js"]
+
+
+# ComfyUI 0.3.75 checks a V1 combo's value against its list before a prompt runs, but not a V3 combo's
+# ("COMBO" with its options): each pack node with a combo refuses what V1 refused, in validate_inputs.
+COMBOS = [("PriorSwapDualCFGGuider", "style", "regular"), ("PriorSwapInsightPlot", "x_axis", "sigma"),
+          ("PriorSwapToyModelLoader", "model", "base"), ("PriorCheckpointLoader", "weight_dtype", "fp8_e5m2")]
+
+
+@pytest.mark.parametrize("node, name, good", COMBOS)
+def test_combo_values_outside_the_list_refused_as_in_v1(node, name, good):
+    from support.comfy_env import pack_module
+
+    cls = pack_module("nodes").NODE_CLASS_MAPPINGS[node]
+    extra = {"ckpt_name": None} if node == "PriorCheckpointLoader" else {}
+    assert cls.validate_inputs(**extra, **{name: good}) is True
+    assert cls.validate_inputs(**extra, **{name: None}) is True  # linked: no value at validation, as in V1
+    refused = cls.validate_inputs(**extra, **{name: "no such choice"})
+    assert isinstance(refused, str) and name in refused and good in refused
+    # Every combo of the pack is covered here.
+    combos = [i.id for i in cls.GET_SCHEMA().inputs if i.get_io_type() == "COMBO" and i.id != "ckpt_name"]
+    assert combos == [name]
+
+
+def test_server_refuses_a_combo_value_outside_the_list(comfy_server):
+    prompt = {"1": {"class_type": "PriorSwapToyModelLoader", "inputs": {"model": "../../etc/passwd"}},
+              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    r = comfy_server.post("/prompt", {"prompt": prompt, "client_id": comfy_server.client_id})
+    assert r.status_code == 400
+    errors = r.json()["node_errors"]["1"]["errors"]
+    assert [e["type"] for e in errors] == ["custom_validation_failed"]
+    assert errors[0]["details"].startswith("model - model: '../../etc/passwd' is not one of finetune, base")
