@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..py.options import DEVICE_CHOICES, GRAPH_MODES, RunOptions
 from ..py.routing import with_run_options
-from .common import CATEGORY
+from .common import CATEGORY, choice
 
 
 class PriorSwapOptions(io.ComfyNode):
@@ -36,6 +36,11 @@ class PriorSwapOptions(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The fine-tune with these options, for Prior Swap CFG or a guider.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, cuda_graphs: str | None = None, prior_device: str | None = None) -> bool | str:
+        graphs = choice("cuda_graphs", cuda_graphs, GRAPH_MODES)
+        return graphs if graphs is not True else choice("prior_device", prior_device, DEVICE_CHOICES)
 
     @classmethod
     def execute(cls, model, cuda_graphs: str, prior_device: str, second_stream: bool) -> io.NodeOutput:

@@ -219,7 +219,8 @@ def test_frontend_extension_served(comfy_server):
 # ComfyUI 0.3.75 checks a V1 combo's value against its list before a prompt runs, but not a V3 combo's
 # ("COMBO" with its options): each pack node with a combo refuses what V1 refused, in validate_inputs.
 COMBOS = [("PriorSwapDualCFGGuider", "style", "regular"), ("PriorSwapInsightPlot", "x_axis", "sigma"),
-          ("PriorSwapToyModelLoader", "model", "base"), ("PriorCheckpointLoader", "weight_dtype", "fp8_e5m2")]
+          ("PriorSwapToyModelLoader", "model", "base"), ("PriorCheckpointLoader", "weight_dtype", "fp8_e5m2"),
+          ("PriorSwapOptions", "cuda_graphs", "off"), ("PriorSwapOptions", "prior_device", "another GPU")]
 
 
 @pytest.mark.parametrize("node, name, good", COMBOS)
@@ -232,9 +233,14 @@ def test_combo_values_outside_the_list_refused_as_in_v1(node, name, good):
     assert cls.validate_inputs(**extra, **{name: None}) is True  # linked: no value at validation, as in V1
     refused = cls.validate_inputs(**extra, **{name: "no such choice"})
     assert isinstance(refused, str) and name in refused and good in refused
-    # Every combo of the pack is covered here.
-    combos = [i.id for i in cls.GET_SCHEMA().inputs if i.get_io_type() == "COMBO" and i.id != "ckpt_name"]
-    assert combos == [name]
+
+
+def test_every_combo_of_the_pack_is_validated():
+    from support.comfy_env import pack_module
+
+    combos = {(node_id, i.id) for node_id, cls in pack_module("nodes").NODE_CLASS_MAPPINGS.items()
+              for i in cls.GET_SCHEMA().inputs if i.get_io_type() == "COMBO" and i.id != "ckpt_name"}
+    assert combos == {(node, name) for node, name, _good in COMBOS}
 
 
 def test_server_refuses_a_combo_value_outside_the_list(comfy_server):
