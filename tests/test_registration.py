@@ -45,7 +45,7 @@ ADDED_OPTIONAL_SINCE_V1 = {
                        "checkpoint's precision; fp8_e4m3fn / fp8_e5m2 store them in 8 bits (half the memory of fp16) "
                        "and cast them to the compute dtype at use; fp8_e4m3fn_fast also uses fp8 matrix "
                        "multiplication where the GPU has it. fp8 lets the fine-tune and the prior fit together on a "
-                       "smaller card, at a small cost in precision of the prior's uncond.",
+                       "smaller card, but rounds the prior's weights: its cost in quality is in docs/performance.md.",
             "default": "default"}],
     },
 }
