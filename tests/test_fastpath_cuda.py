@@ -347,3 +347,18 @@ def test_stateful_host_nodes_with_graphs_equal_eager(bench, node_id):
     print(f"{node_id}: replays {cache.replays}, eager {cache.eager} {cache.eager_reasons}")
     assert torch.isfinite(graphed).all() and _rel(graphed, eager) < TOL
     assert not any(r.startswith("capture failed") for r in cache.eager_reasons), cache.eager_reasons
+
+
+def test_torch_compile_model_steps_aside_and_equals_eager(bench):
+    """TorchCompileModel on the fine-tune and on the prior's MODEL: the pack's graphs step aside for its
+    APPLY_MODEL wrapper (a compiled module inside a captured graph would be another program), the image equals
+    the same compiled pair with the fast path switched off."""
+    ft, prior_model = _pair(bench, 31)
+    compile_node = _host_node("nodes_torch_compile", "TorchCompileModel")
+    swapped = _swapped(bench, compile_node.execute(ft, "inductor")[0], compile_node.execute(prior_model, "inductor")[0])
+    off = _sample(bench, swapped, PRIOR_SWAP_CUDA_GRAPHS="0")
+    on = _sample(bench, swapped)
+    cache = _cache(bench, swapped)
+    print(f"TorchCompileModel: replays {cache.replays}, eager {cache.eager} {cache.eager_reasons}")
+    assert torch.isfinite(on).all() and _rel(on, off) < TOL
+    assert cache.replays == 0 and cache.eager_reasons == {"another APPLY_MODEL wrapper": 2 * STEPS}
