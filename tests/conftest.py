@@ -62,3 +62,13 @@ def _release_reference_models():
     reference.load.cache_clear()
     reference.load_vae.cache_clear()
     gc.collect()
+
+
+@pytest.fixture(scope="module")
+def sd15(checkpoint_cache):
+    """The SD1.5 base stand-in loaded in this process (model, clip), for tests of the core on real objects."""
+    import comfy.sd
+
+    model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
+        str(checkpoint_cache / "sd15_base.safetensors"), output_vae=False, output_clip=True)
+    return model, clip

@@ -6,26 +6,8 @@ import copy
 import pytest
 import torch
 
-from support.comfy_env import pack_module
-
-
-def core(module: str):
-    """A module of the pack's py/ core, imported the way ComfyUI imports the pack (as a package)."""
-    return pack_module(f"py.{module}")
-
-
-@pytest.fixture(scope="module")
-def sd15(checkpoint_cache):
-    import comfy.sd
-
-    model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
-        str(checkpoint_cache / "sd15_base.safetensors"), output_vae=False, output_clip=True)
-    return model, clip
-
-
-def _prior(model, clip):
-    prior_mod = core("prior")
-    return prior_mod.make_prior(model, prior_mod.encode_text(clip, ""))
+from support.inprocess import core
+from support.inprocess import empty_prior as _prior
 
 
 def test_sdxl_latent_prior_refused_before_sampling(sd15):

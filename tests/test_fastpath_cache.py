@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from support.comfy_env import pack_module
-from test_core_inprocess import _prior, core, sd15  # noqa: F401  (sd15 is a fixture)
+from support.inprocess import core
+from support.inprocess import empty_prior as _prior
 
 
 class _FakeGraph:

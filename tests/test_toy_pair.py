@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_core_inprocess import core
+from support.inprocess import core
 
 
 def toy():
