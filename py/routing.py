@@ -259,7 +259,8 @@ class PriorRun:
         finally:
             base.current_patcher = previous
         self.prior_calls += 1
-        unclamped = prior_sigma(sigma, self.model_sampling, self.prior_sampling)
+        # For the range warning: the prior's σ before it was moved to a level it knows (the same with one schedule).
+        unclamped = sigma if self.same_sampling else prior_sigma(sigma, self.model_sampling, self.prior_sampling)
         checks = torch.stack((out.sum().float(), sigma.reshape(-1)[0].float(), unclamped.reshape(-1)[0].float()))
         self.reads.push(checks, self._after_step)
         return out
