@@ -16,6 +16,8 @@ import torch
 
 from support.comfy_env import pack_module
 
+pytestmark = pytest.mark.fast  # no server: see pytest.ini
+
 
 def guidance():
     return pack_module("py.guidance")

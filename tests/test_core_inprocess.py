@@ -9,6 +9,8 @@ import torch
 from support.inprocess import core
 from support.inprocess import empty_prior as _prior
 
+pytestmark = pytest.mark.fast  # no server: see pytest.ini
+
 
 def test_sdxl_latent_prior_refused_before_sampling(sd15):
     import comfy.latent_formats

@@ -14,6 +14,8 @@ from support.comfy_env import pack_module
 from support.inprocess import core
 from support.inprocess import empty_prior as _prior
 
+pytestmark = pytest.mark.fast  # no server: see pytest.ini
+
 
 class _FakeGraph:
     """Stands in for a captured graph in the cache's bookkeeping (device 0, no CUDA needed)."""

@@ -26,6 +26,8 @@ import_comfy()
 
 import comfy.model_patcher  # noqa: E402
 
+pytestmark = pytest.mark.fast  # no server: see pytest.ini
+
 SECOND_GPU = torch.device("cuda", 1)
 
 

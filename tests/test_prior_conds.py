@@ -8,9 +8,13 @@ MODEL records the keyword arguments its ``apply_model`` receives.
 """
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from support.comfy_env import import_comfy, pack_module
+
+pytestmark = pytest.mark.fast  # no server: see pytest.ini
 
 
 def _model(seed: int):
