@@ -23,26 +23,9 @@ def blend_uncond(own_uncond: torch.Tensor, prior_uncond: torch.Tensor, prior_wei
     return own_uncond + (prior_uncond - own_uncond) * prior_weight
 
 
-def cfg(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """Plain classifier-free guidance, ``uncond + γ (cond − uncond)`` (Eq. 6, or Eq. 7 with a prior's uncond)."""
-    return uncond + (cond - uncond) * guidance_scale
-
-
-def dual_cfg(cond: torch.Tensor, middle: torch.Tensor, uncond: torch.Tensor,
-             cfg_conds: float, cfg_cond2_negative: float) -> torch.Tensor:
-    """Dual-condition guidance in ComfyUI ``DualCFGGuider`` "regular" term order (paper Eq. 8/9).
-
-    ``uncond`` = ε(∅, ∅), ``middle`` = ε(c_I, ∅), ``cond`` = ε(c_I, c_T);
-    ``cfg_cond2_negative`` = γ_I, ``cfg_conds`` = γ_T.
-    """
-    return uncond + (middle - uncond) * cfg_cond2_negative + (cond - middle) * cfg_conds
-
-
 def is_flow(model_sampling: object) -> bool:
     """True for rectified-flow parameterizations (x = (1−σ)·x0 + σ·ε), False for x = x0 + σ·ε."""
-    import comfy.model_sampling
-
-    return isinstance(model_sampling, comfy.model_sampling.CONST)
+    return noise_form(model_sampling) == "flow"
 
 
 def noise_form(model_sampling: object) -> str | None:
