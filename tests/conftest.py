@@ -1,6 +1,7 @@
 """Fixtures: one real ComfyUI server per test session, with small checkpoints built at test time."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -72,3 +73,16 @@ def sd15(checkpoint_cache):
     model, clip, _vae, _ = comfy.sd.load_checkpoint_guess_config(
         str(checkpoint_cache / "sd15_base.safetensors"), output_vae=False, output_clip=True)
     return model, clip
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """``with env(NAME="value", …):`` environment variables set for the block only (pytest's monkeypatch)."""
+    @contextlib.contextmanager
+    def scoped(**variables: str):
+        with monkeypatch.context() as patch:
+            for name, value in variables.items():
+                patch.setenv(name, value)
+            yield
+
+    return scoped

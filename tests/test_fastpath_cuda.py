@@ -3,10 +3,12 @@ valid, and the prior can run on a second GPU (runs where CUDA is available, e.g.
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
+
+from support import bench_models
+from support.comfy_env import load_pack, pack_module
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (see README: Performance)")
 
@@ -14,200 +16,187 @@ SIZE, STEPS, TOL = 256, 6, 1e-3  # stated tolerance; measured 0.0 (bit-identical
 
 
 @pytest.fixture(scope="module")
-def bench():
-    import benchmark  # tests/benchmark.py: builds models in ComfyUI's own classes
-
-    from support.checkpoints import unet_config
-
-    benchmark.load_pack()
-    benchmark.CONFIG = {**benchmark.SD15, **unet_config(4, [1, 2]), "num_res_blocks": [1, 1]}
-    return benchmark
+def config() -> dict:
+    """The UNet config of the fine-tune and prior these tests build (SD1.5 width, two levels)."""
+    load_pack()
+    return bench_models.sd15_small()
 
 
-def _pack(bench, module: str):
-    return bench.pack_module(f"py.{module}")
+def _pack(module: str):
+    return pack_module(f"py.{module}")
 
 
-def _nodes(bench):
-    return bench.pack_module("nodes").NODE_CLASS_MAPPINGS  # V3 node classes by id (#17)
+def _nodes():
+    return pack_module("nodes").NODE_CLASS_MAPPINGS  # V3 node classes by id (#17)
 
 
-def _conds(bench):
-    c = bench.CONFIG
-    return bench.conditioning(c, SIZE, 1), bench.conditioning(c, SIZE, 2), bench.conditioning(c, SIZE, 3)
+def _conds(config):
+    return tuple(bench_models.conditioning(config, SIZE, seed) for seed in (1, 2, 3))
 
 
-def _swapped(bench, ft, prior_model, **env):
-    nodes = _nodes(bench)
-    _pos, _neg, prior_neg = _conds(bench)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        prior = nodes["PriorFromModel"].execute(prior_model, prior_neg)[0]
-        return nodes["PriorSwapCFG"].execute(ft, prior, 1.0, 0.0, 1.0)[0]
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+def _swapped(config, ft, prior_model):
+    nodes = _nodes()
+    _pos, _neg, prior_neg = _conds(config)
+    prior = nodes["PriorFromModel"].execute(prior_model, prior_neg)[0]
+    return nodes["PriorSwapCFG"].execute(ft, prior, 1.0, 0.0, 1.0)[0]
 
 
-def _sample(bench, model, **env):
-    pos, neg, _ = _conds(bench)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return bench.sample(model, pos, neg, SIZE, STEPS, 7.5)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+def _sample(config, model):
+    pos, neg, _ = _conds(config)
+    return bench_models.sample(model, pos, neg, SIZE, STEPS, 7.5)
 
 
-def _eager(bench, model):
-    return _sample(bench, model, PRIOR_SWAP_CUDA_GRAPHS="0")
+def _eager(config, model, env):
+    with env(PRIOR_SWAP_CUDA_GRAPHS="0"):
+        return _sample(config, model)
 
 
 def _rel(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-def _pair(bench, seed: int = 1):
-    return bench.build_model(bench.CONFIG, seed, "cuda"), bench.build_model(bench.CONFIG, seed + 1, "cuda")
+def _pair(config, seed: int = 1):
+    return bench_models.build_model(config, seed, "cuda"), bench_models.build_model(config, seed + 1, "cuda")
 
 
-def _cache(bench, swapped):
-    return _pack(bench, "fastpath").graph_cache_of(swapped, "prior_swap_cfg")
+def _cache(swapped):
+    return _pack("fastpath").graph_cache_of(swapped, "prior_swap_cfg")
 
 
-def test_graph_replay_equals_eager_and_is_used(bench):
-    ft, prior_model = _pair(bench)
-    swapped = _swapped(bench, ft, prior_model)
-    graphed = _sample(bench, swapped)
-    cache = _cache(bench, swapped)
+def test_graph_replay_equals_eager_and_is_used(config, env):
+    ft, prior_model = _pair(config)
+    swapped = _swapped(config, ft, prior_model)
+    graphed = _sample(config, swapped)
+    cache = _cache(swapped)
     assert cache.captures == 2 and cache.replays == 2 * STEPS and cache.eager == 0, cache.eager_reasons
-    eager = _eager(bench, swapped)
+    eager = _eager(config, swapped, env)
     assert torch.isfinite(eager).all()
     assert _rel(graphed, eager) <= TOL
 
 
-def test_graphs_kept_across_runs_only_replay(bench):
-    ft, prior_model = _pair(bench, 11)
-    swapped = _swapped(bench, ft, prior_model)
-    first = _sample(bench, swapped)
-    cache = _cache(bench, swapped)
+def test_graphs_kept_across_runs_only_replay(config, env):
+    ft, prior_model = _pair(config, 11)
+    swapped = _swapped(config, ft, prior_model)
+    first = _sample(config, swapped)
+    cache = _cache(swapped)
     assert cache.captures == 2
-    second = _sample(bench, swapped)
+    second = _sample(config, swapped)
     assert cache.captures == 0 and cache.replays == 2 * STEPS and cache.eager == 0
     # Not bit for bit: on the H200 the first and second run of these small models differed by ~1e-4
     # (relative), while full-size runs from separately captured graphs agreed exactly (benchmark).
     assert _rel(second, first) <= TOL
     # Stock CFG on the same fine-tune in between (ComfyUI hands the loaded weights to that clone and back)
-    _sample(bench, ft)
-    third = _sample(bench, swapped)
+    _sample(config, ft)
+    third = _sample(config, swapped)
     assert cache.captures == 0 and _rel(third, second) <= TOL
-    assert _rel(third, _eager(bench, swapped)) <= TOL
+    assert _rel(third, _eager(config, swapped, env)) <= TOL
 
 
-def test_weights_changed_in_place_are_read_at_replay(bench):
+def test_weights_changed_in_place_are_read_at_replay(config, env):
     """A graph reads the weights' memory at replay: values changed in place are seen (same addresses)."""
-    ft, prior_model = _pair(bench, 21)
-    swapped = _swapped(bench, ft, prior_model)
-    before = _sample(bench, swapped)
+    ft, prior_model = _pair(config, 21)
+    swapped = _swapped(config, ft, prior_model)
+    before = _sample(config, swapped)
     with torch.no_grad():
         for p in prior_model.model.diffusion_model.parameters():
             p.mul_(0.9)
-    after = _sample(bench, swapped)
-    assert _cache(bench, swapped).captures == 0
+    after = _sample(config, swapped)
+    assert _cache(swapped).captures == 0
     assert _rel(after, before) > 1e-3
-    assert _rel(after, _eager(bench, swapped)) <= TOL
+    assert _rel(after, _eager(config, swapped, env)) <= TOL
 
 
-def test_weight_replaced_or_reloaded_is_never_replayed_stale(bench):
+def test_weight_replaced_or_reloaded_is_never_replayed_stale(config, env):
     """A weight at another address (LoRA patched in, model unloaded and reloaded): graphs are recaptured."""
     import comfy.model_management as mm
     import comfy.utils
 
-    ft, prior_model = _pair(bench, 31)
-    swapped = _swapped(bench, ft, prior_model)
-    _sample(bench, swapped)
-    cache = _cache(bench, swapped)
+    ft, prior_model = _pair(config, 31)
+    swapped = _swapped(config, ft, prior_model)
+    _sample(config, swapped)
+    cache = _cache(swapped)
     # 1. A LoRA-style patch of the prior's weights: ComfyUI puts the patched weight in a new tensor.
     key = "diffusion_model.out.2.weight"
     old = comfy.utils.get_attr(prior_model.model, key)
     comfy.utils.set_attr_param(prior_model.model, key, old.detach() + 0.05 * torch.randn_like(old))
-    patched_run = _sample(bench, swapped)
+    patched_run = _sample(config, swapped)
     assert cache.captures == 1  # the prior's graph only; the fine-tune's stays valid
-    assert _rel(patched_run, _eager(bench, swapped)) <= TOL
+    assert _rel(patched_run, _eager(config, swapped, env)) <= TOL
     # 2. A real LoRA through ComfyUI: sampling a patched clone of the prior's model moves its weights to new
     # tensors, and sampling the swap again restores the originals.
     lora = prior_model.clone()
     lora.add_patches({key: (0.05 * torch.randn_like(old).cpu(),)}, 1.0)
-    _sample(bench, lora)
-    lora_between = _sample(bench, swapped)
-    assert _rel(lora_between, _eager(bench, swapped)) <= TOL
+    _sample(config, lora)
+    lora_between = _sample(config, swapped)
+    assert _rel(lora_between, _eager(config, swapped, env)) <= TOL
     # 3. ComfyUI unloads everything (/free): the graphs go with the models (ON_DETACH), memory included.
     mm.unload_all_models()
     assert not cache.graphs and not cache.pools
-    reloaded = _sample(bench, swapped)
+    reloaded = _sample(config, swapped)
     assert cache.captures == 2
-    assert _rel(reloaded, _eager(bench, swapped)) <= TOL
+    assert _rel(reloaded, _eager(config, swapped, env)) <= TOL
 
 
-def test_keep_off_frees_graphs_after_each_run(bench):
-    ft, prior_model = _pair(bench, 41)
-    swapped = _swapped(bench, ft, prior_model)
-    _sample(bench, swapped, PRIOR_SWAP_KEEP_GRAPHS="0")
-    assert not _cache(bench, swapped).graphs
+def test_keep_off_frees_graphs_after_each_run(config, env):
+    ft, prior_model = _pair(config, 41)
+    swapped = _swapped(config, ft, prior_model)
+    with env(PRIOR_SWAP_KEEP_GRAPHS="0"):
+        _sample(config, swapped)
+    assert not _cache(swapped).graphs
 
 
-def test_nan_prior_raises_the_clear_error_without_per_step_sync(bench):
+def test_nan_prior_raises_the_clear_error_without_per_step_sync(config):
     """The NaN check is read a step late (no host sync per step), and still raises the prior's error."""
-    ft, prior_model = _pair(bench, 51)
+    ft, prior_model = _pair(config, 51)
     with torch.no_grad():
         next(prior_model.model.diffusion_model.parameters()).fill_(float("nan"))
-    swapped = _swapped(bench, ft, prior_model)
-    errors = _pack(bench, "errors")
+    swapped = _swapped(config, ft, prior_model)
+    errors = _pack("errors")
     with pytest.raises(errors.PriorSwapError, match="returned NaN/inf"):
-        _sample(bench, swapped)
+        _sample(config, swapped)
 
 
-def test_overlap_on_a_second_stream_equals_sequential(bench):
-    ft, prior_model = _pair(bench, 61)
-    swapped = _swapped(bench, ft, prior_model)
-    sequential = _sample(bench, swapped)
-    overlapped = _sample(bench, swapped, PRIOR_SWAP_OVERLAP="1")
+def test_overlap_on_a_second_stream_equals_sequential(config, env):
+    ft, prior_model = _pair(config, 61)
+    swapped = _swapped(config, ft, prior_model)
+    sequential = _sample(config, swapped)
+    with env(PRIOR_SWAP_OVERLAP="1"):
+        overlapped = _sample(config, swapped)
     assert _rel(overlapped, sequential) <= TOL
 
 
-def test_insight_on_gpu_records_every_step(bench):
-    ft, prior_model = _pair(bench, 71)
-    swapped = _swapped(bench, ft, prior_model)
-    measured = _nodes(bench)["PriorSwapInsight"].execute(swapped)[0]
-    out = _sample(bench, measured)
-    record = _pack(bench, "insight").last_run(measured)
+def test_insight_on_gpu_records_every_step(config):
+    ft, prior_model = _pair(config, 71)
+    swapped = _swapped(config, ft, prior_model)
+    measured = _nodes()["PriorSwapInsight"].execute(swapped)[0]
+    out = _sample(config, measured)
+    record = _pack("insight").last_run(measured)
     assert record["done"] and len(record["steps"]) == STEPS
     assert all(0 <= s["rel_diff"] < 10 for s in record["steps"])
     # The fine-tune runs batch-2 (cond + own uncond) instead of batch-1: fp16 kernels for another batch size
     # round differently, so the image agrees closely but not bit for bit.
-    assert _rel(out, _sample(bench, swapped)) <= 2e-2
+    assert _rel(out, _sample(config, swapped)) <= 2e-2
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
-def test_prior_on_second_gpu_equals_one_gpu(bench):
+def test_prior_on_second_gpu_equals_one_gpu(config, env):
     import comfy.model_management as mm
     import comfy.model_patcher
 
-    ft, prior_model = _pair(bench, 81)
+    ft, prior_model = _pair(config, 81)
     # The same weights in a model object of their own, copied before anything loaded them (ComfyUI keeps a
     # loaded model on the GPU it is on, so sharing one with the one-GPU run would keep it on cuda:0).
     prior_copy = comfy.model_patcher.ModelPatcher(copy.deepcopy(prior_model.model),
                                                   load_device=mm.get_torch_device(),
                                                   offload_device=mm.unet_offload_device())
-    one_gpu = _sample(bench, _swapped(bench, ft, prior_model))
-    two = _swapped(bench, ft, prior_copy, PRIOR_SWAP_PRIOR_DEVICE="cuda:1")
-    two_gpu = _sample(bench, two)
+    one_gpu = _sample(config, _swapped(config, ft, prior_model))
+    with env(PRIOR_SWAP_PRIOR_DEVICE="cuda:1"):
+        two = _swapped(config, ft, prior_copy)
+    two_gpu = _sample(config, two)
     assert prior_copy.model.device == torch.device("cuda", 1)
     assert next(prior_copy.model.diffusion_model.parameters()).device == torch.device("cuda", 1)
     assert _rel(two_gpu, one_gpu) <= TOL
-    assert _cache(bench, two).replays > 0
+    assert _cache(two).replays > 0
     mm.free_memory(1e30, torch.device("cuda", 1))
 
 
@@ -227,12 +216,11 @@ FAMILY_PAIRS = {
 }
 
 
-def _family_model(bench, name, seed):
+def _family_model(config, name, seed):
     from support import families
 
     # fp32: random weights of these widths overflow fp16 (and the host keeps some families' own dtype choices)
-    config = bench.CONFIG if name is None else families.MODELS[name][1]
-    return bench.build_model(config, seed, "cuda", torch.float32)
+    return bench_models.build_model(config if name is None else families.MODELS[name][1], seed, "cuda", torch.float32)
 
 
 def _family_conds(pair: str, cond_family: str, shape: tuple):
@@ -254,34 +242,29 @@ def _family_conds(pair: str, cond_family: str, shape: tuple):
 
 
 @pytest.mark.parametrize("pair", sorted(FAMILY_PAIRS))
-def test_every_family_replays_what_eager_computes(bench, pair):
+def test_every_family_replays_what_eager_computes(config, env, pair):
     """The fast path cannot break a family's forward: with graphs the image equals eager, on DiT and video
     models too (their forwards take other arguments than the UNet's), and graphs are replayed where possible."""
     import comfy.sample
 
     ft_name, prior_name, cond_family, shape = FAMILY_PAIRS[pair]
-    ft, prior_model = _family_model(bench, ft_name, 11), _family_model(bench, prior_name, 12)
+    ft, prior_model = _family_model(config, ft_name, 11), _family_model(config, prior_name, 12)
     pos, neg, prior_neg = _family_conds(pair, cond_family, shape)
-    nodes = _nodes(bench)
+    nodes = _nodes()
     prior = nodes["PriorFromModel"].execute(prior_model, prior_neg)[0]
     swapped = nodes["PriorSwapCFG"].execute(ft, prior, 1.0, 0.0, 1.0)[0]
     latent = torch.zeros(shape)
     noise = comfy.sample.prepare_noise(latent, 0)
 
-    def run(**env):
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+    def run(**variables):
+        with env(**variables):
             return comfy.sample.sample(swapped, noise, STEPS, 4.0, "euler", "simple", pos, neg, latent,
                                        disable_pbar=True, seed=0)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
     eager = run(PRIOR_SWAP_CUDA_GRAPHS="0")
     graphed = run()
     again = run()  # graphs kept: replay only
-    cache = _cache(bench, swapped)
+    cache = _cache(swapped)
     print(f"{pair}: replays {cache.replays}, eager {cache.eager} {cache.eager_reasons}, captures {cache.captures}")
     assert torch.isfinite(eager).all()
     assert _rel(graphed, eager) < TOL and _rel(again, eager) < TOL
@@ -315,29 +298,24 @@ STATEFUL = {  # node → (module, args after the model, latent batch)
 
 
 @pytest.mark.parametrize("node_id", sorted(STATEFUL))
-def test_stateful_host_nodes_with_graphs_equal_eager(bench, node_id):
+def test_stateful_host_nodes_with_graphs_equal_eager(config, env, node_id):
     """EasyCache / LazyCache (a cache kept across calls, reads with .item()) and context windows (Python values
     read per window) on the fine-tune: with the fast path the image equals eager, no capture fails, and the
     fine-tune's calls that such a node changes run eagerly, with the reason counted."""
     module, args, batch = STATEFUL[node_id]
-    ft, prior_model = _pair(bench, 21)
-    pos, neg, _ = _conds(bench)
+    ft, prior_model = _pair(config, 21)
+    pos, neg, _ = _conds(config)
 
-    def run(**env):
+    def run(**variables):
+        import comfy.sample
+
         # A fresh node per run: a cache's state from the run before must not decide this run's steps.
-        swapped = _swapped(bench, _host_node(module, node_id).execute(ft, *args)[0], prior_model)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            import comfy.sample
-
-            latent = torch.zeros(batch, 4, SIZE // 8, SIZE // 8)
+        swapped = _swapped(config, _host_node(module, node_id).execute(ft, *args)[0], prior_model)
+        latent = torch.zeros(batch, 4, SIZE // 8, SIZE // 8)
+        with env(**variables):
             out = comfy.sample.sample(swapped, comfy.sample.prepare_noise(latent, 0), STEPS, 7.5, "euler", "normal",
                                       pos, neg, latent, disable_pbar=True, seed=0)
-            return out, _cache(bench, swapped)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        return out, _cache(swapped)
 
     # The first run in a process differs from later ones with EasyCache whether graphs are on or not (measured
     # on an H200: 4e-3 between two eager runs, 0 between two graphed ones): a run first, then the comparison.
@@ -349,16 +327,16 @@ def test_stateful_host_nodes_with_graphs_equal_eager(bench, node_id):
     assert not any(r.startswith("capture failed") for r in cache.eager_reasons), cache.eager_reasons
 
 
-def test_torch_compile_model_steps_aside_and_equals_eager(bench):
+def test_torch_compile_model_steps_aside_and_equals_eager(config, env):
     """TorchCompileModel on the fine-tune and on the prior's MODEL: the pack's graphs step aside for its
     APPLY_MODEL wrapper (a compiled module inside a captured graph would be another program), the image equals
     the same compiled pair with the fast path switched off."""
-    ft, prior_model = _pair(bench, 31)
+    ft, prior_model = _pair(config, 31)
     compile_node = _host_node("nodes_torch_compile", "TorchCompileModel")
-    swapped = _swapped(bench, compile_node.execute(ft, "inductor")[0], compile_node.execute(prior_model, "inductor")[0])
-    off = _sample(bench, swapped, PRIOR_SWAP_CUDA_GRAPHS="0")
-    on = _sample(bench, swapped)
-    cache = _cache(bench, swapped)
+    swapped = _swapped(config, compile_node.execute(ft, "inductor")[0], compile_node.execute(prior_model, "inductor")[0])
+    off = _eager(config, swapped, env)
+    on = _sample(config, swapped)
+    cache = _cache(swapped)
     print(f"TorchCompileModel: replays {cache.replays}, eager {cache.eager} {cache.eager_reasons}")
     assert torch.isfinite(on).all() and _rel(on, off) < TOL
     assert cache.replays == 0 and cache.eager_reasons == {"another APPLY_MODEL wrapper": 2 * STEPS}
