@@ -52,6 +52,20 @@ def comfy_server(tmp_path_factory, checkpoint_cache) -> ComfyServer:
         shutil.copy(server.log_path, keep)
 
 
+@pytest.fixture(scope="module")
+def object_info(comfy_server) -> dict:
+    """The server's /object_info (every node's inputs and outputs), fetched once per test module."""
+    return comfy_server.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def stand_ins(comfy_server, checkpoint_cache) -> None:
+    """What the shared workflows load besides the session's checkpoints: the test image and the Zero123 stand-in."""
+    from support.workflow_prompts import write_stand_ins
+
+    write_stand_ins(comfy_server, checkpoint_cache)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _release_reference_models():
     """Drop the in-process reference models before interpreter shutdown tears ComfyUI's modules down."""

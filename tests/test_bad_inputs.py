@@ -190,7 +190,7 @@ def test_name_outside_the_list_refused_by_validation(comfy_server, ckpt_name):
 
 def test_name_outside_the_folder_cannot_leave_it_in_process():
     """Defense in depth, should validation be bypassed: the loader resolves names inside the folder only."""
-    from test_core_inprocess import core
+    from support.inprocess import core
 
     errors = core("errors")
     nodes = importlib.import_module(f"{core('prior').__name__.rsplit('.', 2)[0]}.nodes.prior_nodes")
@@ -263,7 +263,7 @@ def test_prior_conditioning_batch_other_than_latent_batch_follows_comfyui(sd15_i
     same negative (the fine-tune as its own prior gives the stock result)."""
     import comfy.sample
 
-    from test_core_inprocess import core
+    from support.inprocess import core
 
     routing, prior_mod = core("routing"), core("prior")
     model, clip = sd15_inprocess

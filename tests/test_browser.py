@@ -52,11 +52,6 @@ def frontend(comfy_server):
     yield from browser.open_frontend(comfy_server, {"LiteGraph.Node.TooltipDelay": 100})
 
 
-@pytest.fixture(scope="module")
-def object_info(comfy_server) -> dict:
-    return comfy_server.get("/object_info")
-
-
 @pytest.fixture(autouse=True)
 def no_warning_from_the_pack(frontend):
     """After every test: no console warning or error was raised from the pack's scripts."""

@@ -3,11 +3,11 @@
 - ``comfy-lint --strict`` (0.1.0) on every workflow of workflows/ converted to API format the way the
   workflow tests run it (support.ui_to_api, stand-ins substituted and linked into the test server's folders),
   against that server's /object_info: no warning, no error.
-- ``comfy-import-guard --offline check --strict`` (1.3.0) on the files the pack ships (.comfyignore applied,
-  as in test_packaging.py), and on the whole checkout, resolved against the host ComfyUI: its sources put in a git repository of their
+- ``comfy-import-guard --offline check --strict`` (1.3.0) on the files the pack ships (.comfyignore applied:
+  support/shipped.py), and on the whole checkout, resolved against the host ComfyUI: its sources put in a git repository of their
   own (the tool reads a ComfyUI clone through git; the host is an unpacked release), target HEAD. SAFE.
 
-The tools live in .host/tools (``python3 tests/host.py install-tools``; .ci/run installs them). Without them
+The tools live in .host/tools (``python3 tools/host.py install-tools``; .ci/run installs them). Without them
 these tests are skipped, unless PRIOR_SWAP_REQUIRE_TOOLS=1 (set by .ci/run), which makes that a failure.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from support.comfy_env import ROOT, comfy_dir
+from support.shipped import shipped, tracked_files
 from support.ui_to_api import convert
-from test_packaging import shipped
-from test_workflows import CANNOT_RUN, LATENT_SIZE, NAMES, SIZE, install_stand_ins, load, stand_ins, substitute  # noqa: F401
+from support.workflow_prompts import CANNOT_RUN, LATENT_SIZE, NAMES, SIZE, install_stand_ins, load, substitute
 
 TOOLS = ROOT / ".host" / "tools" / "bin"
 PACK = "comfyui-prior-swap"
@@ -33,15 +33,10 @@ def tool(name: str) -> str:
     path = TOOLS / name
     if path.exists():
         return str(path)
-    message = f"{path} missing: python3 tests/host.py install-tools"
+    message = f"{path} missing: python3 tools/host.py install-tools"
     if os.environ.get("PRIOR_SWAP_REQUIRE_TOOLS"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def object_info(comfy_server) -> dict:
-    return comfy_server.get("/object_info")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -89,11 +84,6 @@ def _import_guard(cache: Path, install: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def _tracked() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
-    return [p for p in out.split("\0") if p and (ROOT / p).is_file()]
-
-
 @pytest.mark.parametrize("files", ["shipped", "checkout"])
 def test_comfy_import_guard_finds_the_pack_safe_against_the_host(tmp_path, files):
     """``shipped``: what users install. ``checkout``: every tracked file, tests included (the server fixture
@@ -101,7 +91,7 @@ def test_comfy_import_guard_finds_the_pack_safe_against_the_host(tmp_path, files
     cache, install = tmp_path / "cache", tmp_path / "comfyui"
     _host_clone(cache)
     pack = install / "custom_nodes" / PACK
-    for path in sorted(shipped() if files == "shipped" else _tracked()):
+    for path in sorted(shipped() if files == "shipped" else [p for p in tracked_files() if (ROOT / p).is_file()]):
         (pack / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / path, pack / path)
     guard = _import_guard(cache, install)

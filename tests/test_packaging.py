@@ -3,12 +3,11 @@
 Checked without the network: pyproject.toml as comfy-cli reads it (no placeholder publisher or URLs, the
 classifiers comfy-cli knows), LICENSE is the GPLv3 text the declared GPL-3.0-or-later refers to, and
 .comfyignore leaves out what is not for users. Where comfy-cli is installed (``COMFY_CLI`` or ``comfy`` on
-PATH, or the tools venv of tests/host.py), ``comfy node validate`` and ``comfy node pack`` run on a copy
+PATH, or the tools venv of tools/host.py), ``comfy node validate`` and ``comfy node pack`` run on a copy
 of the tracked files and the archive's file list is checked.
 """
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import shutil
@@ -18,6 +17,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from support.shipped import ignored, shipped, tracked_files
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -30,42 +31,6 @@ ACCELERATORS = ("GPU :: NVIDIA CUDA", "GPU :: AMD ROCm", "GPU :: Intel Arc", "NP
 MUST_SHIP = ["__init__.py", "pyproject.toml", "README.md", "LICENSE", "icon.svg", "nodes/__init__.py",
              "js/prior_swap.js", "js/insight.js", "py/routing.py", "py/toy_pair/toy_finetune.safetensors",
              "py/toy_pair/toy_base.safetensors"]
-
-
-def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    return [p for p in out.decode().split("\0") if p and (ROOT / p).exists()]
-
-
-def ignore_patterns() -> list[str]:
-    lines = (ROOT / ".comfyignore").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-
-
-def ignored(path: str, patterns: list[str]) -> bool:
-    """gitwildmatch (what comfy-cli applies through pathspec) for the forms .comfyignore uses: no negation, no **.
-
-    A leading or inner / anchors at the root; a trailing / matches directories only; a pattern matches the
-    path or any folder above it.
-    """
-    parts = path.split("/")
-    for pattern in patterns:
-        assert not pattern.startswith("!") and "**" not in pattern, f"extend this matcher for {pattern!r}"
-        directory_only = pattern.endswith("/")
-        segments = pattern.strip("/").split("/")
-        anchored = pattern.startswith("/") or len(segments) > 1
-        for first in ([0] if anchored else range(len(parts))):
-            last = first + len(segments)  # parts[first:last] must match the segments
-            if last > len(parts) - (1 if directory_only else 0):
-                continue
-            if all(fnmatch.fnmatchcase(part, seg) for part, seg in zip(parts[first:last], segments)):
-                return True
-    return False
-
-
-def shipped() -> set[str]:
-    patterns = ignore_patterns()
-    return {p for p in tracked_files() if not ignored(p, patterns)}
 
 
 def test_no_placeholder_publisher_or_urls():
@@ -111,7 +76,7 @@ def test_comfyignore_ships_the_pack_and_nothing_else():
     missing = [p for p in MUST_SHIP if p not in files]
     assert not missing, f"not shipped: {missing}"
     assert {p for p in tracked_files() if p.startswith("workflows/")} <= files  # templates and thumbnails
-    leaked = sorted(p for p in files if p.split("/")[0] in ("tests", ".ci") or p in ("pytest.ini", ".gitignore"))
+    leaked = sorted(p for p in files if p.split("/")[0] in ("tests", "tools", ".ci") or p in ("pytest.ini", ".gitignore"))
     assert not leaked, leaked
     top = {p.split("/")[0] for p in files}
     assert top <= {"__init__.py", "pyproject.toml", "README.md", "LICENSE", "icon.svg", "nodes", "js", "py",
@@ -138,7 +103,7 @@ def _comfy_cli() -> str | None:
 def test_comfy_node_validate_and_pack(tmp_path):
     """The real tool on a copy of the tracked files: validation passes and the archive is what shipped() says."""
     if _comfy_cli() is None:
-        message = "comfy-cli not installed: python3 tests/host.py install-tools"
+        message = "comfy-cli not installed: python3 tools/host.py install-tools"
         if os.environ.get("PRIOR_SWAP_REQUIRE_TOOLS"):
             pytest.fail(message)
         pytest.skip(message)

@@ -6,13 +6,14 @@ rounds them to 8 bits and ComfyUI's manual cast turns them back into the compute
 """
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from support.comfy_env import pack_module
+from support.comfy_env import ROOT, pack_module
 
 FP8 = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
 
@@ -120,16 +121,14 @@ def test_prior_swap_with_fp8_prior_samples_close_to_fp16_prior(priors, checkpoin
     assert diff < 0.2 * swap_effect, (diff, swap_effect)  # far smaller than what the prior swap itself changes
 
 
-def test_benchmark_fp8_variant_cpu_smoke():
-    """tests/benchmark.py's swap_fp8 on a one-level SD1.5-width UNet, 2 steps on the CPU."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import benchmark
-    from support.checkpoints import unet_config
-
-    nodes = pack_module("nodes").NODE_CLASS_MAPPINGS
-    tiny = {**benchmark.SD15, **unet_config(4, [1]), "num_res_blocks": [1]}
-    r = benchmark.bench("sd15-tiny", tiny, 64, 2, 1, "cpu", nodes, ["stock", "swap", "swap_fp8"],
-                        prior_weight_dtype="fp8_e4m3fn", blocked=True)
+def test_benchmark_fp8_variant_cpu_smoke(tmp_path):
+    """tools/benchmark.py's swap_fp8, run as a program, on a one-level SD1.5-width UNet, 2 steps on the CPU."""
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--device", "cpu", "--models", "sd15-tiny",
+                    "--steps", "2", "--repeats", "1", "--variants", "stock,swap,swap_fp8",
+                    "--prior-weight-dtype", "fp8_e4m3fn", "--order", "blocked", "--json", str(out)],
+                   check=True, cwd=ROOT, timeout=600)
+    (r,) = json.loads(out.read_text())
     assert r["order"] == "blocked"
     assert r["swap_fp8_prior_stored_dtypes"] == ["float8_e4m3fn"]
     assert r["swap_fp8_prior_compute_dtype"] == "float32"

@@ -7,7 +7,7 @@
 #
 # Appends to OUT_DIR/results.jsonl (one JSON line per scenario, its "scenario" key naming it) and OUT_DIR/bench.log
 # (every scenario's full output; two files, so they come back from a device's $OUT). A scenario that fails or runs past its limit is recorded as {"scenario": …, "error": …}
-# and the script goes on. Runs the benchmark with the host ComfyUI (tests/host.py python; it installs the host on
+# and the script goes on. Runs the benchmark with the host ComfyUI (tools/host.py python; it installs the host on
 # first use). Override with BENCH_PYTHON, e.g. BENCH_PYTHON="python3" with COMFYUI_DIR set.
 # The budget scenarios take 1-2 minutes each on one H200; the compile scenarios are mostly inductor compiling
 # (stock's batch-2 forward and the swap's batch-1 forward, ComfyUI's UNet compiles in ~25 graphs): expected
@@ -45,7 +45,7 @@ if [ $# -lt 1 ]; then echo "usage: $0 OUT_DIR [SCENARIO ...] (scenarios: ${ORDER
 OUT=$1; shift
 mkdir -p "$OUT"
 [ $# -gt 0 ] && ORDER=("$@")
-read -r -a PY <<< "${BENCH_PYTHON:-python3 tests/host.py python}"
+read -r -a PY <<< "${BENCH_PYTHON:-python3 tools/host.py python}"
 
 status=0
 for name in "${ORDER[@]}"; do
@@ -55,7 +55,7 @@ for name in "${ORDER[@]}"; do
   log=$(mktemp)
   # shellcheck disable=SC2086
   limit=$LIMIT_S; [[ $name == *compiled ]] && limit=$COMPILE_LIMIT_S
-  timeout --kill-after=15 "$limit" "${PY[@]}" tests/benchmark.py $COMMON ${SCENARIO[$name]} --tag "$name" > "$log" 2>&1
+  timeout --kill-after=15 "$limit" "${PY[@]}" tools/benchmark.py $COMMON ${SCENARIO[$name]} --tag "$name" > "$log" 2>&1
   rc=$?
   took=$(( $(date +%s) - start ))
   { echo "===== $name (exit $rc, ${took}s): benchmark.py $COMMON ${SCENARIO[$name]}"; cat "$log"; } >> "$OUT/bench.log"

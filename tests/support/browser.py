@@ -1,7 +1,7 @@
 """Drive the real ComfyUI frontend, served by the test host, in headless Debian Chromium with playwright.
 
 Two frontends: the one the host ComfyUI bundles (``comfyui-frontend-package`` in its venv, 1.32.9 for
-0.3.75) and the newest one, installed by ``tests/host.py install`` into ``.host/frontends/<version>`` (a
+0.3.75) and the newest one, installed by ``tools/host.py install`` into ``.host/frontends/<version>`` (a
 folder of its own, so the host's bundled one stays as it is) and served with ``--front-end-root``.
 ``PRIOR_SWAP_FRONTEND`` picks the one the test session's server serves: ``bundled`` (default) or
 ``newest``; ``.ci/run`` runs the browser tests once with each.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-NEWEST_FRONTEND = "1.58.1"  # comfyui-frontend-package version tests/host.py installs beside the bundled one
+NEWEST_FRONTEND = "1.58.1"  # comfyui-frontend-package version tools/host.py installs beside the bundled one
 FRONTENDS_DIR = ROOT / ".host" / "frontends"
 
 CHROMIUM = os.environ.get("PRIOR_SWAP_CHROMIUM", "/usr/bin/chromium")
@@ -42,7 +42,7 @@ def frontend_args() -> list[str]:
         return []
     root = newest_frontend_root()
     if not (root / "index.html").exists():
-        raise RuntimeError(f"{root} missing: run python3 tests/host.py install")
+        raise RuntimeError(f"{root} missing: run python3 tools/host.py install")
     return ["--front-end-root", str(root)]
 
 

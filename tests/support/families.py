@@ -204,7 +204,7 @@ def _norm(config: dict) -> str:
     return json.dumps(config, sort_keys=True, default=list)
 
 
-if __name__ == "__main__":  # python3 tests/host.py python tests/support/families.py
+if __name__ == "__main__":  # python3 tools/host.py python tests/support/families.py
     import sys
     import time
 

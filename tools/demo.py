@@ -1,7 +1,7 @@
 """The main job: run a workflow of workflows/ on the real ComfyUI and write a PNG of stock CFG vs prior swap.
 
-    python3 tests/host.py demo                                   # the toy pair: out/prior_swap_toy_grid.png
-    python3 tests/host.py demo --workflow workflows/prior_swap_side_by_side_sd15.json [--models DIR]
+    python3 tools/host.py demo                                   # the toy pair: out/prior_swap_toy_grid.png
+    python3 tools/host.py demo --workflow workflows/prior_swap_side_by_side_sd15.json [--models DIR]
 
 The workflow is a UI-format file as the frontend saves it (converted with the server's /object_info, the way
 the frontend's graphToPrompt does) or an API-format prompt.
@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness: tests/support
 
 from support.comfy_env import ROOT, import_comfy  # noqa: E402
 

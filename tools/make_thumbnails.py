@@ -1,7 +1,7 @@
 """Thumbnails of the shared workflows for ComfyUI's template browser: ``workflows/<name>.jpg``.
 
-    python3 tests/host.py python tests/support/make_thumbnails.py            # every workflow
-    python3 tests/host.py python tests/support/make_thumbnails.py NAME...    # only these (file stems)
+    python3 tools/host.py python tools/make_thumbnails.py            # every workflow
+    python3 tools/host.py python tools/make_thumbnails.py NAME...    # only these (file stems)
 
 The template browser shows ``/api/workflow_templates/<pack>/<name>.jpg`` next to each custom-node template.
 This draws each workflow in the real frontend (headless Chromium, as in tests/test_browser.py), with the
@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness: tests/support
 
 from support.comfy_env import ROOT, import_comfy  # noqa: E402
 

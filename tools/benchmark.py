@@ -1,7 +1,7 @@
 """Benchmark: ms per step and peak memory of stock CFG vs prior swap, measured in one run.
 
-    python3 tests/host.py python tests/benchmark.py            # CPU: small SD1.5-width models, 64²
-    python3 tests/benchmark.py --device cuda                   # on a CUDA machine with ComfyUI importable
+    python3 tools/host.py python tools/benchmark.py            # CPU: small SD1.5-width models, 64²
+    python3 tools/benchmark.py --device cuda                   # on a CUDA machine with ComfyUI importable
                                                                # (COMFYUI_DIR=…): full-size SD1.5 512², SDXL 1024²
 
 Models are ComfyUI's own classes (``model_detection.model_config_from_unet_config`` → BaseModel/SDXL
@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness: tests/support
 
 from support.bench_models import FP8, SD15, SD35M, SDXL, build_model, conditioning, sample, sd15_small, sd15_tiny  # noqa: E402
 from support.comfy_env import import_comfy, load_pack, pack_module  # noqa: E402

