@@ -4,7 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..py.guiders import prior_swap_dual_guider, prior_swap_guider
-from ..py.routing import SwapSchedule, apply_prior_swap
+from ..py.routing import apply_prior_swap
+from ..py.schedule import SwapSchedule
 from .common import CATEGORY, Prior, choice
 
 

@@ -11,7 +11,7 @@ test that holds the code to it. This module is the code side of that table, call
 * :func:`check_run` — refusals raised when sampling starts (OUTER_SAMPLE), before the first step, for the
   nodes whose meaning with a separate prior is not defined here: Self-Attention Guidance, the deprecated
   PerpNeg node, SkipLayerGuidanceDiTSimple with a prior of another architecture.
-* :func:`prior_call` — the per-call context of the prior's forward: a hook LoRA that the fine-tune's
+* :func:`release_shared_hooks`, :func:`prior_call_options` — per prior call: a hook LoRA that the fine-tune's
   conds patched into a BaseModel the prior shares is taken off first, and the blocks another node skips in
   this call's uncond (SkipLayerGuidanceDiTSimple's ``patches_replace["dit"]``) are skipped in the prior too.
 """
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import PriorSwapError
 
@@ -176,31 +175,33 @@ def check_guider_negative(model: Any, negative: list | None, node: str) -> None:
 
 
 # -- the prior's forward within one call -------------------------------------------------------------------
-def release_shared_hooks(run: Any, model: Any) -> None:
+def release_shared_hooks(prior: Any, model: Any) -> None:
     """Take the fine-tune's hook LoRA off a BaseModel the prior shares, before the prior's forward.
 
+    ``prior``: the prior's ModelPatcher; ``model``: the BaseModel of this ``calc_cond_batch`` call.
     ``_calc_cond_batch`` patches hook weights into the BaseModel in place, per hook group, through the
     sampled patcher. A prior made from the same MODEL (Prior From Model) runs on those very weights, so the
     positive's LoRA would leak into it. ``apply_hooks(None)`` restores the plain weights; the fine-tune's
     next call patches its hooks back.
     """
-    if run.prior.model is not model:
+    if prior.model is not model:
         return
     patcher = getattr(model, "current_patcher", None)
-    if patcher is not None and patcher is not run.prior and getattr(patcher, "current_hooks", None) is not None:
+    if patcher is not None and patcher is not prior and getattr(patcher, "current_hooks", None) is not None:
         patcher.apply_hooks(hooks=None)
 
 
-def perturbation(run: Any, model_options: dict) -> dict:
-    """``patches_replace`` entries this call adds to the run's own (SkipLayerGuidanceDiTSimple's skips).
+def perturbation(run_options: dict, model_options: dict) -> dict:
+    """``patches_replace`` entries a call's ``model_options`` adds to the run's ``run_options`` (the guider's):
+    SkipLayerGuidanceDiTSimple's skips.
 
-    Returns {kind: {block key: patch}}; empty for an ordinary call. The run's options are the guider's; a
-    call that another node made with its own copy (``set_model_options_patch_replace``) carries new objects.
+    Returns {kind: {block key: patch}}; empty for an ordinary call. A call that another node made with its own
+    copy (``set_model_options_patch_replace``) carries new objects.
     """
     call = _replaces(model_options)
     if not call:
         return {}
-    base = _replaces(run.guider.model_options)
+    base = _replaces(run_options)
     out: dict = {}
     for kind, entries in call.items():
         known = base.get(kind) or {}
@@ -210,31 +211,25 @@ def perturbation(run: Any, model_options: dict) -> dict:
     return out
 
 
-@contextmanager
-def prior_call(run: Any, model: Any, x: Any, model_options: dict) -> Iterator[None]:
-    """Around one prior forward: no leaked hook weights, and the uncond's block skips applied to the prior."""
-    release_shared_hooks(run, model)
-    extra = perturbation(run, model_options)
+def prior_call_options(guider: Any, prior: Any, prior_options: dict, model_options: dict) -> dict:
+    """The prior's model options for one call: the run's ``prior_options``, plus the blocks another node skips in
+    this call's uncond (``model_options``), which the prior now evaluates.
+
+    ``guider``: the sampling guider; ``prior``: the prior's ModelPatcher. ``prior_options`` is not changed.
+    """
+    extra = perturbation(guider.model_options, model_options)
     if not extra:
-        yield
-        return
+        return prior_options
     import comfy.model_patcher
 
-    ft, pr = architecture(run.guider.model_patcher), architecture(run.prior)
+    ft, pr = architecture(guider.model_patcher), architecture(prior)
     if ft != pr:  # a node check_run does not know: refuse rather than drop its perturbation silently
         raise PriorSwapError(
             f"Prior Swap CFG: another node changes blocks of the uncond pass ({', '.join(map(str, extra))}), "
             f"which the prior now evaluates, but the prior is another architecture ({pr}) than the model ({ft}). "
             "Pick a prior of the model's family or remove that node.")
-    if run.prior_options is None:  # not prepared yet (a guider that skipped SAMPLER_SAMPLE): as start_prior does
-        run.prepare(x, sample_sigmas=(model_options.get("transformer_options") or {}).get("sample_sigmas"))
-    saved = run.prior_options
-    options = dict(saved)  # the host's helper replaces transformer_options in the dict it is given
+    options = dict(prior_options)  # the host's helper replaces transformer_options in the dict it is given
     for kind, entries in extra.items():
         for block, patch in entries.items():
             options = comfy.model_patcher.set_model_options_patch_replace(options, patch, kind, *block)
-    run.prior_options = options
-    try:
-        yield
-    finally:
-        run.prior_options = saved
+    return options

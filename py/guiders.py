@@ -5,8 +5,9 @@ from typing import Any
 
 from .composition import check_guider_negative
 from .errors import PriorSwapError
-from .prior import Prior, check_compatible
-from .routing import SwapSchedule, apply_prior_swap
+from .prior import Prior
+from .routing import apply_prior_swap
+from .schedule import SwapSchedule
 
 
 def _model_negative(model: Any, prior: Prior, negative: list | None, schedule: SwapSchedule, node: str) -> list:
@@ -27,9 +28,9 @@ def prior_swap_guider(model: Any, prior: Prior, positive: list, negative: list |
     import comfy.samplers
 
     node = "PriorSwapGuider"
-    check_compatible(model, prior, node)
+    patched = apply_prior_swap(model, prior, schedule, node)  # checks the prior and the schedule first
     check_guider_negative(model, negative, node)
-    guider = comfy.samplers.CFGGuider(apply_prior_swap(model, prior, schedule, node))
+    guider = comfy.samplers.CFGGuider(patched)
     guider.set_conds(positive, _model_negative(model, prior, negative, schedule, node))
     guider.set_cfg(cfg)
     return guider
@@ -49,9 +50,7 @@ def prior_swap_dual_guider(model: Any, prior: Prior, cond1: list, cond2: list, n
     except ImportError as e:  # pragma: no cover - every ComfyUI since 2024 has it
         raise PriorSwapError("PriorSwapDualCFGGuider needs ComfyUI's DualCFGGuider (comfy_extras).") from e
 
-    node = "PriorSwapDualCFGGuider"
-    check_compatible(model, prior, node)
-    guider = Guider_DualCFG(apply_prior_swap(model, prior, schedule, node))
+    guider = Guider_DualCFG(apply_prior_swap(model, prior, schedule, "PriorSwapDualCFGGuider"))
     guider.set_conds(cond1, cond2, negative)
     guider.set_cfg(cfg_conds, cfg_cond2_negative, nested=(style == "nested"))
     return guider

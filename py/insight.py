@@ -1,10 +1,11 @@
 """Opt-in measurement of what the prior changes, step by step (issue #11).
 
 ``PriorSwapInsight`` marks a prior-swapped MODEL with :data:`KEY` in its ``model_options`` (a small dict of
-plain values: ``ModelPatcher.clone()`` deep-copies model_options). When a sampling run sees the mark, the
-CALC_COND_BATCH wrapper of ``routing.py`` hands each batch that holds the uncond slot to :func:`measure`:
-the fine-tune evaluates its own uncond batched with its cond (as stock CFG does), the prior is evaluated as
-usual, and for every step this records, in denoised (x0) space,
+plain values: ``ModelPatcher.clone()`` deep-copies model_options). When a sampling run sees the mark, it
+gets a :class:`Recorder` (:func:`start`), and the CALC_COND_BATCH wrapper of ``routing.py`` hands each batch
+that holds the uncond slot to :meth:`Recorder.measure`: the fine-tune evaluates its own uncond batched with
+its cond (as stock CFG does), the prior is evaluated as usual, and for every step this records, in denoised
+(x0) space,
 
 * ``sigma``
 * ``rel_diff``  = ‖u_ft − u_prior‖ / ‖u_ft‖       (how far the fine-tune's own uncond has drifted)
@@ -14,6 +15,9 @@ usual, and for every step this records, in denoised (x0) space,
 (norms over the whole batch tensor). Each step goes to the frontend over ComfyUI's websocket as
 ``prior_swap.insight`` (only to the client that queued the prompt; API clients without one see nothing),
 and the finished run is kept for ``PriorSwapInsightPlot``. Without the mark nothing here runs.
+
+The run being measured is seen only through :class:`MeasuredRun`: the prior's prediction, the prior's weight
+at a step, and the run's queue of deferred reads.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import math
 import sys
 import threading
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -33,7 +37,10 @@ KEY = "prior_swap_insight"
 EVENT = "prior_swap.insight"
 log = logging.getLogger("prior_swap_cfg")
 
-_LOCK = threading.Lock()
+# Process-wide on purpose: the record is written by the sampler node's run and read by Insight Plot, another node
+# executed later (possibly in another prompt); the mark's token in model_options is all they share (clone()
+# deep-copies model_options, so an object kept there would be a different copy on each side). Bounded by _KEEP.
+_LOCK = threading.Lock()  # scripts may sample from threads of their own; the dict is changed in place
 _LAST: dict[str, dict] = {}  # mark token → the last finished (or running) run's record
 _KEEP = 64  # records kept: a server up for days must not grow with every Insight node run
 
@@ -52,6 +59,19 @@ def last_run(model: Any) -> dict | None:
         return None
     with _LOCK:
         return _LAST.get(tag["token"])
+
+
+class MeasuredRun(Protocol):
+    """What Insight asks of the prior-swap run it measures (``py/prior_run.py``'s PriorRun provides it)."""
+
+    reads: DeferredReads  # the run's queue of values read on the host once the GPU has them
+
+    def prior_prediction(self, model: Any, x: torch.Tensor, sigma: torch.Tensor,
+                         model_options: dict) -> torch.Tensor:
+        """The prior's denoised uncond at (x, σ) of this ``calc_cond_batch`` call, on ``x``'s device."""
+
+    def weight_at(self, sigma: torch.Tensor) -> float:
+        """How much of the uncond the prior supplies at this step (0: the model's own, as in stock CFG)."""
 
 
 class Recorder:
@@ -105,6 +125,21 @@ class Recorder:
         self.steps.append(values)
         self._send({**values, "total_steps": self.total_steps})
 
+    def measure(self, run: MeasuredRun, executor: Callable, model: Any, conds: list, index: int,
+                x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict, *args, **kwargs) -> list:
+        """The measuring variant of the routing wrapper: own uncond batched with the cond, prior as usual.
+
+        ``executor`` and the arguments are the CALC_COND_BATCH wrapper's; ``index`` is the uncond slot in
+        ``conds``. Returns the batch's predictions with the slot blended as the run's schedule says.
+        """
+        out = list(executor(model, conds, x_in, timestep, model_options, *args, **kwargs))
+        prior_out = run.prior_prediction(model, x_in, timestep, model_options)
+        self.add(timestep, out[self.cond_index(conds, index)], out[index], prior_out, run.reads)
+        weight = run.weight_at(timestep)
+        if weight > 0.0:
+            out[index] = blend_uncond(out[index], prior_out, weight)
+        return out
+
     def finish(self) -> None:
         self.record["done"] = True
         self._send({"done": True, "total_steps": self.total_steps})
@@ -132,19 +167,3 @@ def start(guider: Any, args: tuple, kwargs: dict) -> Recorder | None:
         return None
     sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
     return Recorder(tag, guider, sigmas)
-
-
-def measure(run: Any, executor: Callable, model: Any, conds: list, index: int, x_in: torch.Tensor,
-            timestep: torch.Tensor, model_options: dict, *args, **kwargs) -> list:
-    """The measuring variant of the routing wrapper: own uncond batched with the cond, prior as usual."""
-    from . import composition
-
-    out = list(executor(model, conds, x_in, timestep, model_options, *args, **kwargs))
-    with composition.prior_call(run, model, x_in, model_options):  # hooks off, uncond's block skips
-        prior_out = run.prior_uncond(x_in, timestep, model_options)
-    recorder: Recorder = run.insight
-    recorder.add(timestep, out[recorder.cond_index(conds, index)], out[index], prior_out, run.reads)
-    weight = run.schedule.prior_weight
-    if weight > 0.0 and run.active(timestep):
-        out[index] = blend_uncond(out[index], prior_out, weight)
-    return out
