@@ -54,11 +54,6 @@ log = logging.getLogger("prior_swap_cfg")
 
 MAX_GRAPHS = 8  # per patched model, over both models and all shapes
 MAX_CAPTURES_PER_RUN = 4  # a run with ever-changing shapes stays eager instead of capturing each step
-# (device, capture stream tag, model, input shapes) already warmed up in this process: a later capture (after
-# the model was reloaded) needs no warm-up forward (lazy cuBLAS/cuDNN set-up, the capture stream's cuBLAS
-# workspace, are done), which would cost a whole forward.
-_WARMED: set[tuple] = set()
-_CAPTURE_STREAMS: dict[tuple, Any] = {}  # (device index, tag) → stream, see _capture_stream
 
 
 def _fully_loaded(base_model: Any) -> bool:
@@ -90,15 +85,39 @@ def weights_state(base_model: Any) -> tuple:
     return getattr(base_model, "current_weight_patches_uuid", None), hash(addresses), len(addresses)
 
 
-def _capture_stream(index: int, tag: Any = None) -> Any:
-    """The stream graphs are warmed up and captured on: one per device, and one per model where the two
-    models' graphs replay concurrently (tag). PyTorch gives each (cuBLAS handle, stream) its own cuBLAS
-    workspace and a graph keeps the one of its capture stream, so graphs captured on one stream share it:
-    harmless when they replay one after the other, a data race when they replay at the same time."""
-    stream = _CAPTURE_STREAMS.get((index, tag))
-    if stream is None:
-        stream = _CAPTURE_STREAMS[(index, tag)] = torch.cuda.Stream(device=index)
-    return stream
+class _CaptureStreams:
+    """The CUDA streams graphs are warmed up and captured on, and what has already been warmed up on them.
+
+    One stream per device, and one per model where the two models' graphs replay concurrently (``tag``).
+    PyTorch gives each (cuBLAS handle, stream) its own cuBLAS workspace and a graph keeps the one of its capture
+    stream, so graphs captured on one stream share it: harmless when they replay one after the other, a data
+    race when they replay at the same time.
+
+    Kept for the whole process (:data:`_STREAMS`), not per GraphCache: the workspaces cuBLAS makes for a stream
+    live as long as the process, so streams shared by every patched model keep that memory bounded; and the
+    lazy set-up a warm-up forward does (cuBLAS/cuDNN, the stream's workspace) is process state too, so a model
+    warmed up once (device, stream, model, input shapes) needs no second warm-up forward when another patched
+    MODEL over it, or a reload of it, captures again.
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[tuple, Any] = {}  # (device index, tag) → stream
+        self._warmed: set[tuple] = set()  # (device index, tag, id(BaseModel), input shapes)
+
+    def stream(self, index: int, tag: Any = None) -> Any:
+        stream = self._streams.get((index, tag))
+        if stream is None:
+            stream = self._streams[(index, tag)] = torch.cuda.Stream(device=index)
+        return stream
+
+    def warmed(self, key: tuple) -> bool:
+        return key in self._warmed
+
+    def mark_warmed(self, key: tuple) -> None:
+        self._warmed.add(key)
+
+
+_STREAMS = _CaptureStreams()  # process-wide: see the class
 
 
 @dataclass
@@ -207,55 +226,9 @@ class GraphCache:
         return state
 
     # -- the APPLY_MODEL wrapper ------------------------------------------------------------------
-    def wrapper(self, base_model: Any) -> Callable:
-        """An APPLY_MODEL wrapper for ``base_model`` (the BaseModel whose ``apply_model`` it wraps).
-
-        ``BaseModel.apply_model`` is the one call every model family goes through (SD3's MMDiT and PixArt
-        never call the DIFFUSION_MODEL wrappers; the others call them with their own argument lists), so the
-        wrapper takes whatever arguments it is given and passes every one through unchanged.
-        """
-        cache = self
-
-        def graphed_apply_model(executor: Callable, *args, **kwargs):
-            if cache.busy:  # inside this cache's own capture
-                return executor(*args, **kwargs)
-            call = "outside a sampling run" if not cache.in_run else "switched off" if cache.mode == GRAPH_MODES[2] else (
-                _replayable_call(executor, base_model, args, kwargs))
-            if isinstance(call, str):  # a model, input or wrapper a replay would not reproduce: run it as it is
-                return cache.run_eagerly(call, executor, args, kwargs)
-            index = call.x.device.index if call.x.device.index is not None else torch.cuda.current_device()
-            tag = id(base_model) if cache.separate_pools else None
-            key = (id(base_model), cache._state(base_model), call.structure, call.shapes, index, tag)
-            entry = cache.graphs.get(key)
-            if entry is None:
-                if key in cache.failed:
-                    return cache.run_eagerly(cache.failed[key], executor, args, kwargs)
-                if cache.captures >= MAX_CAPTURES_PER_RUN:
-                    return cache.run_eagerly("more input shapes than graphs captured per run", executor, args, kwargs)
-                try:
-                    warm = (index, tag, id(base_model), call.shapes)  # per capture stream: its cuBLAS workspace
-                    entry = cache._capture(executor, base_model, call, index, tag, warm_up=warm not in _WARMED)
-                    _WARMED.add(warm)
-                except Exception as e:  # capture fails on a forward that syncs with the host: eager from then on
-                    log.warning("PriorSwapCFG: CUDA graph capture failed (%s); running this shape eagerly.", e)
-                    first_line = str(e).splitlines()[0][:120] if str(e) else ""
-                    cache.failed[key] = f"capture failed ({type(e).__name__}: {first_line})"
-                    return cache.run_eagerly(cache.failed[key], executor, args, kwargs)
-                cache.graphs[key] = entry
-                while len(cache.graphs) > MAX_GRAPHS:
-                    cache.graphs.popitem(last=False)
-            else:
-                cache.graphs.move_to_end(key)
-            with torch.cuda.device(index):  # replay launches on the current device's stream
-                for buf, value in zip(entry.static_in, call.tensors):
-                    buf.copy_(value)
-                entry.graph.replay()
-                cache.replays += 1
-                # Copied out at once: a graph captured later in the shared pool may overwrite this buffer.
-                return entry.static_out.clone()
-
-        graphed_apply_model.graph_cache = cache  # for tests and the benchmark
-        return graphed_apply_model
+    def wrapper(self, base_model: Any) -> "GraphedApplyModel":
+        """An APPLY_MODEL wrapper for ``base_model`` (the BaseModel whose ``apply_model`` it wraps)."""
+        return GraphedApplyModel(self, base_model)
 
     def run_eagerly(self, reason: str, executor: Callable, args: tuple, kwargs: dict) -> Any:
         """The call as it is, counted with why it was not replayed."""
@@ -275,7 +248,7 @@ class GraphCache:
         with torch.cuda.device(index):
             static_in = [t.to(call.x.device, copy=True) for t in call.tensors]
             args, kwargs = call.rebuild(static_in)
-            stream = _capture_stream(index, tag)
+            stream = _STREAMS.stream(index, tag)
             stream.wait_stream(torch.cuda.current_stream())
             self.busy = True  # a nested call of this cache (another wrapper level) runs as it is
             try:
@@ -296,6 +269,69 @@ class GraphCache:
         self.captures += 1
         self.capture_s += time.perf_counter() - started
         return _Graph(graph, static_in, static_out, index, weakref.ref(base_model))
+
+
+class GraphedApplyModel:
+    """The APPLY_MODEL wrapper of one BaseModel: each call replayed from :attr:`cache` where that gives the
+    eager result, else run as it is (counted, with why, in the cache).
+
+    ``BaseModel.apply_model`` is the one call every model family goes through (SD3's MMDiT and PixArt never
+    call the DIFFUSION_MODEL wrappers; the others call them with their own argument lists), so the wrapper
+    takes whatever arguments it is given and passes every one through unchanged.
+
+    An object, so that the cache it replays from is a plain attribute (a patched model's wrappers under the
+    pack's key tell what its fast path did). ``ModelPatcher.clone()`` copies wrapper lists, not their items;
+    copies of model_options keep it as they keep a function: one wrapper, one cache.
+    """
+
+    def __init__(self, cache: GraphCache, base_model: Any) -> None:
+        self.cache = cache
+        self.base_model = base_model
+
+    def __copy__(self) -> "GraphedApplyModel":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "GraphedApplyModel":
+        return self
+
+    def __call__(self, executor: Callable, *args, **kwargs) -> Any:
+        cache, base_model = self.cache, self.base_model
+        if cache.busy:  # inside this cache's own capture
+            return executor(*args, **kwargs)
+        call = "outside a sampling run" if not cache.in_run else "switched off" if cache.mode == GRAPH_MODES[2] else (
+            _replayable_call(executor, base_model, args, kwargs))
+        if isinstance(call, str):  # a model, input or wrapper a replay would not reproduce: run it as it is
+            return cache.run_eagerly(call, executor, args, kwargs)
+        index = call.x.device.index if call.x.device.index is not None else torch.cuda.current_device()
+        tag = id(base_model) if cache.separate_pools else None
+        key = (id(base_model), cache._state(base_model), call.structure, call.shapes, index, tag)
+        entry = cache.graphs.get(key)
+        if entry is None:
+            if key in cache.failed:
+                return cache.run_eagerly(cache.failed[key], executor, args, kwargs)
+            if cache.captures >= MAX_CAPTURES_PER_RUN:
+                return cache.run_eagerly("more input shapes than graphs captured per run", executor, args, kwargs)
+            try:
+                warm = (index, tag, id(base_model), call.shapes)  # per capture stream: its cuBLAS workspace
+                entry = cache._capture(executor, base_model, call, index, tag, warm_up=not _STREAMS.warmed(warm))
+                _STREAMS.mark_warmed(warm)
+            except Exception as e:  # capture fails on a forward that syncs with the host: eager from then on
+                log.warning("PriorSwapCFG: CUDA graph capture failed (%s); running this shape eagerly.", e)
+                first_line = str(e).splitlines()[0][:120] if str(e) else ""
+                cache.failed[key] = f"capture failed ({type(e).__name__}: {first_line})"
+                return cache.run_eagerly(cache.failed[key], executor, args, kwargs)
+            cache.graphs[key] = entry
+            while len(cache.graphs) > MAX_GRAPHS:
+                cache.graphs.popitem(last=False)
+        else:
+            cache.graphs.move_to_end(key)
+        with torch.cuda.device(index):  # replay launches on the current device's stream
+            for buf, value in zip(entry.static_in, call.tensors):
+                buf.copy_(value)
+            entry.graph.replay()
+            cache.replays += 1
+            # Copied out at once: a graph captured later in the shared pool may overwrite this buffer.
+            return entry.static_out.clone()
 
 
 # transformer_options keys a replay reproduces: the host's per-call bookkeeping (its tensors are graph inputs,
@@ -415,14 +451,3 @@ def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: d
     shapes = tuple((tuple(t.shape), t.dtype) for t in tensors)
     structure = (structure_args, structure_kwargs, option_tensors)
     return _Call(args[0], tensors, structure, shapes, placeholder, slot)
-
-
-def graph_cache_of(model_patcher: Any, key: str) -> GraphCache | None:
-    """The GraphCache of a model patched by this pack (its APPLY_MODEL wrapper under ``key``), or None."""
-    import comfy.patcher_extension
-
-    for fn in model_patcher.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key):
-        cache = getattr(fn, "graph_cache", None)
-        if cache is not None:
-            return cache
-    return None

@@ -17,6 +17,14 @@ from support.inprocess import empty_prior as _prior
 pytestmark = pytest.mark.fast  # no server: see pytest.ini
 
 
+def _graph_cache(patched, key: str):
+    """The GraphCache a patched model's fast path replays from: its APPLY_MODEL wrapper's ``cache``."""
+    import comfy.patcher_extension
+
+    (wrapper,) = patched.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key)
+    return wrapper.cache
+
+
 class _FakeGraph:
     """Stands in for a captured graph in the cache's bookkeeping (device 0, no CUDA needed)."""
 
@@ -86,7 +94,7 @@ def test_comfy_unloading_the_model_frees_its_graphs(sd15):
     routing, fastpath = core("routing"), core("fastpath")
     model, clip = sd15
     patched = routing.apply_prior_swap(model, _prior(model, clip), routing.SwapSchedule())
-    cache = fastpath.graph_cache_of(patched, routing.KEY)
+    cache = _graph_cache(patched, routing.KEY)
     assert cache is not None
     callbacks = patched.get_all_callbacks(comfy.patcher_extension.CallbacksMP.ON_DETACH)
     assert len(callbacks) == 1
@@ -168,7 +176,7 @@ def test_options_node_choices_reach_the_run_and_beat_the_machine_default(sd15, m
     """Prior Swap Options on the fine-tune: its graph mode is what the run uses, whatever the environment."""
     import comfy.sample
 
-    routing, fastpath, options = core("routing"), core("fastpath"), core("options")
+    routing, options = core("routing"), core("options")
     nodes = pack_module("nodes").NODE_CLASS_MAPPINGS
     model, clip = sd15
     monkeypatch.setenv("PRIOR_SWAP_CUDA_GRAPHS", "1")
@@ -179,7 +187,7 @@ def test_options_node_choices_reach_the_run_and_beat_the_machine_default(sd15, m
     latent = torch.zeros(1, 4, 8, 8)
     comfy.sample.sample(patched, comfy.sample.prepare_noise(latent, 0), 2, 5.0, "euler", "simple", cond,
                         _prior(model, clip).negative, latent, disable_pbar=True, seed=0)
-    cache = fastpath.graph_cache_of(patched, routing.KEY)
+    cache = _graph_cache(patched, routing.KEY)
     assert cache.eager_reasons == {"switched off": 4}  # 2 steps × (fine-tune + prior), none replayed
     # Put after Prior Swap CFG it could not move the prior any more: refused, naming where it goes.
     with pytest.raises(core("errors").PriorSwapError, match="between the fine-tune's loader and Prior Swap CFG"):

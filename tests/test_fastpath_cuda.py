@@ -60,7 +60,11 @@ def _pair(config, seed: int = 1):
 
 
 def _cache(swapped):
-    return _pack("fastpath").graph_cache_of(swapped, "prior_swap_cfg")
+    """The GraphCache the swapped model's fast path replays from: its APPLY_MODEL wrapper's ``cache``."""
+    import comfy.patcher_extension
+
+    (wrapper,) = swapped.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "prior_swap_cfg")
+    return wrapper.cache
 
 
 def test_graph_replay_equals_eager_and_is_used(config, env):

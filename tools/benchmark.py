@@ -188,8 +188,12 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     loaded, fastpath_runs, compiled_graphs = {}, {}, {}
 
     def cache_of(label: str):
-        fastpath = pack_module("py.fastpath")
-        return fastpath.graph_cache_of(dict((v[0], v[1]) for v in variants)[label], "prior_swap_cfg")
+        """The GraphCache a variant's fast path replays from (its APPLY_MODEL wrapper's ``cache``), or None."""
+        import comfy.patcher_extension
+
+        model = dict((v[0], v[1]) for v in variants)[label]
+        wrappers = model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "prior_swap_cfg")
+        return wrappers[0].cache if wrappers else None
 
     def pools_of(label: str) -> dict:
         """Ids of the CUDA-graph pools a variant replays from, per device (see _private_pool_idle)."""
