@@ -51,6 +51,8 @@ def run_options(model_options: dict) -> RunOptions:
     return options if isinstance(options, RunOptions) else machine_defaults()
 
 
+# Process-wide on purpose: the choice usually comes from a machine-wide default (PRIOR_SWAP_PRIOR_DEVICE), read
+# anew at every Prior Swap CFG node run; an unusable value is said once per process, not once per workflow run.
 _warned_device: set[str] = set()
 
 

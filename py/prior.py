@@ -22,11 +22,10 @@ class Prior:
 
     model: Any  # comfy.model_patcher.ModelPatcher
     negative: list
-    name: str = "prior"
     label: str = "the prior"  # how error messages raised while sampling name it
 
 
-def make_prior(model: Any, negative: list, name: str = "prior") -> Prior:
+def make_prior(model: Any, negative: list) -> Prior:
     """Build a :class:`Prior` from a MODEL and its CONDITIONING, checking both first."""
     if model is None:
         raise PriorSwapError("PriorFromModel: no model connected. Connect the prior's MODEL output.")
@@ -36,7 +35,7 @@ def make_prior(model: Any, negative: list, name: str = "prior") -> Prior:
             "(empty text is fine) that uses the prior's own CLIP.")
     # Channel checks wait for PriorSwapCFG: a dual-condition model may serve as its own prior.
     check_conditioning_width(model, negative, "PriorFromModel")
-    return Prior(model=model, negative=negative, name=name, label="the prior from Prior From Model")
+    return Prior(model=model, negative=negative, label="the prior from Prior From Model")
 
 
 def encode_text(clip: Any, text: str) -> list:
@@ -115,7 +114,7 @@ def load_prior_checkpoint(ckpt_path: str, negative_prompt: str, name: str,
             f"PriorCheckpointLoader: '{name}' has no text encoder, so its negative prompt cannot be "
             "encoded. Load it with your own loaders and use PriorFromModel instead.")
     check_prior_model(model, "PriorCheckpointLoader")
-    prior = Prior(model=model, negative=encode_text(clip, negative_prompt), name=name,
+    prior = Prior(model=model, negative=encode_text(clip, negative_prompt),
                   label=f"the prior '{name}' (Load Prior Checkpoint)")
     return prior, model, clip
 
