@@ -66,6 +66,14 @@ def stand_ins(comfy_server, checkpoint_cache) -> None:
     write_stand_ins(comfy_server, checkpoint_cache)
 
 
+@pytest.fixture
+def no_warning_from_the_pack(frontend):
+    """After a browser test (its module's ``frontend`` fixture): no console warning or error from the pack's scripts."""
+    frontend.traced.clear()
+    yield
+    assert frontend.pack_warnings() == [], frontend.pack_warnings()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _release_reference_models():
     """Drop the in-process reference models before interpreter shutdown tears ComfyUI's modules down."""

@@ -47,17 +47,13 @@ BACKEND_WIDGETS = {  # what the backend expects in widgets_values, in order
 }
 
 
+# After every test: no console warning or error from the pack's scripts (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_warning_from_the_pack")
+
+
 @pytest.fixture(scope="module")
 def frontend(comfy_server):
     yield from browser.open_frontend(comfy_server, {"LiteGraph.Node.TooltipDelay": 100})
-
-
-@pytest.fixture(autouse=True)
-def no_warning_from_the_pack(frontend):
-    """After every test: no console warning or error was raised from the pack's scripts."""
-    frontend.traced.clear()
-    yield
-    assert frontend.pack_warnings() == [], frontend.pack_warnings()
 
 
 def schedule(fe: browser.Frontend, node_id: int) -> dict:

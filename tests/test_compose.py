@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from support import checkpoints, reference
-from support.prompts import NEGATIVE, POSITIVE, graph, read_latent
+from support.prompts import NEGATIVE, POSITIVE, graph, read_latent, swap_chain
 
 REL = 1e-5
 CFG = 5.0
@@ -50,18 +50,7 @@ def build(*, swap: bool = True, before: tuple = (), after: tuple = (), prior: st
     if negative_hooks:
         neg = g.node("ConditioningSetProperties", cond_NEW=neg, strength=1.0, set_cond_area="default",
                      hooks=hook.out(0)).out(0)
-    model = ckpt.out(0)
-    for node, inputs in before:
-        model = g.node(node, model=model, **inputs).out(0)
-    if swap:
-        if prior == "same":
-            prior_out = g.node("PriorFromModel", model=model, negative=neg).out(0)
-        else:
-            prior_out = g.node("PriorCheckpointLoader", ckpt_name="sd15_base.safetensors", negative_prompt="").out(0)
-        model = g.node("PriorSwapCFG", model=model, prior=prior_out, prior_weight=prior_weight, start_percent=0.0,
-                       end_percent=1.0).out(0)
-    for node, inputs in after:
-        model = g.node(node, model=model, **inputs).out(0)
+    model = swap_chain(g, ckpt, neg, before=before, after=after, swap=swap, prior=prior, prior_weight=prior_weight)
     latent = g.node("EmptyLatentImage", width=64, height=64, batch_size=1)
     samples = g.node("KSampler", model=model, seed=seed, steps=steps, cfg=CFG, sampler_name="euler",
                      scheduler="simple", positive=pos, negative=neg, latent_image=latent.out(0), denoise=1.0)

@@ -21,8 +21,8 @@ import torch
 
 from support import checkpoints, foreign_models, reference
 from support.comfy_env import ROOT, comfy_dir
-from support.prompts import NEGATIVE, POSITIVE, graph, read_latent
-from support.server import ExecutionError
+from support.prompts import NEGATIVE, POSITIVE, graph, read_latent, swap_chain
+from support.server import ExecutionError, prior_calls
 
 REL = 1e-5  # float32 on the CPU: batch-1 vs batch-2 forwards round differently at ~1e-6 of the scale
 CFG = 5.0
@@ -35,7 +35,7 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def counts(server) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", server.log_text())]
+    return prior_calls(server.log_text())
 
 
 def latent(comfy_server, prompt: dict) -> torch.Tensor:
@@ -70,21 +70,7 @@ def build(*, swap: bool = True, before: tuple = (), after: tuple = (), prior: st
         hook = g.node("CreateHookLora", lora_name="test_lora.safetensors", strength_model=1.0, strength_clip=1.0)
         pos = g.node("ConditioningSetProperties", cond_NEW=pos, strength=1.0, set_cond_area="default",
                      hooks=hook.out(0)).out(0)
-    model = ckpt.out(0)
-    for node, inputs in before:
-        model = g.node(node, model=model, **inputs).out(0)
-    if swap:
-        if prior == "same":
-            prior_out = g.node("PriorFromModel", model=model, negative=neg).out(0)
-        elif prior == "same_empty":
-            empty = g.node("CLIPTextEncode", clip=ckpt.out(1), text="").out(0)
-            prior_out = g.node("PriorFromModel", model=ckpt.out(0), negative=empty).out(0)
-        else:
-            prior_out = g.node("PriorCheckpointLoader", ckpt_name=BASE, negative_prompt="").out(0)
-        model = g.node("PriorSwapCFG", model=model, prior=prior_out, prior_weight=1.0, start_percent=0.0,
-                       end_percent=1.0).out(0)
-    for node, inputs in after:
-        model = g.node(node, model=model, **inputs).out(0)
+    model = swap_chain(g, ckpt, neg, before=before, after=after, swap=swap, prior=prior, base=BASE)
     image = g.node("EmptyLatentImage", width=size, height=size, batch_size=batch).out(0)
     if guider is None:
         samples = g.node("KSampler", model=model, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from PIL import Image
 
 from support import reference
 from support.prompts import NEGATIVE, POSITIVE, graph, read_latent
+from support.server import prior_calls
 
 EVENT = "prior_swap.insight"
 
@@ -74,10 +74,6 @@ def run_with_ws(comfy_server, prompt: dict) -> tuple[dict, list[dict], list[dict
     ours = [e["data"] for e in events if e["type"] == EVENT]
     assert all(m["prompt_id"] == prompt_id for m in ours), ours
     return entry, ours, events
-
-
-def _counts(text: str) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", text)]
 
 
 def expected_steps(checkpoint_cache, steps: int, seed: int, size: int = 64, same_prior: bool = False) -> list[dict]:
@@ -163,7 +159,7 @@ def test_off_by_default_no_extra_forward_no_message(comfy_server):
     assert messages_off == []
     assert len(messages_on) == steps + 1
     # Prior forwards N and fine-tune (model) calls M: one each per step, with or without the measurement.
-    assert _counts(off_log) == _counts(on_log) == [(steps, steps)]
+    assert prior_calls(off_log) == prior_calls(on_log) == [(steps, steps)]
     # The measurement does not change the result (own uncond is measured, not used, at prior_weight 1).
     latent_off = read_latent(comfy_server.output_files(entry_off, "latents")[0])
     latent_on = read_latent(comfy_server.output_files(entry_on, "latents")[0])

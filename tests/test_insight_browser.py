@@ -17,18 +17,15 @@ from support import browser
 CURVE = "prior_swap_insight_curve"
 
 
+# After every test: no console warning or error from the pack's scripts (conftest.py).
+pytestmark = pytest.mark.usefixtures("no_warning_from_the_pack")
+
+
 @pytest.fixture(scope="module")
 def frontend(comfy_server):
     for fe in browser.open_frontend(comfy_server):
         fe.page.wait_for_function("() => window.app.extensions.some(e => e.name === 'prior_swap.insight')")
         yield fe
-
-
-@pytest.fixture(autouse=True)
-def no_warning_from_the_pack(frontend):
-    frontend.traced.clear()
-    yield
-    assert frontend.pack_warnings() == [], frontend.pack_warnings()
 
 
 def curve(fe: browser.Frontend, node_id: int) -> dict:

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from support.prompts import NEGATIVE, POSITIVE, graph, read_latent
+from support.server import prior_calls
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,6 @@ def loaded(log: str, verb: str) -> list[str]:
     return re.findall(pattern, log, flags=re.M)
 
 
-def prior_counts(log: str) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", log)]
-
-
 # -- /free ------------------------------------------------------------------------------------------------
 
 def test_free_unloads_the_prior_too(comfy_server):
@@ -180,10 +177,10 @@ def _run_and_interrupt(comfy_server, s: Setting, after_steps: int = 2) -> str:
 def test_interrupt_mid_sampling_then_next_prompt_gives_the_fresh_result(comfy_server, setting):
     before, _ = run(comfy_server, setting)
     log = _run_and_interrupt(comfy_server, replace(setting, steps=500))
-    (calls, steps), = prior_counts(log)
+    (calls, steps), = prior_calls(log)
     assert 2 <= steps < 500 and calls <= steps, (calls, steps)  # stopped mid-sampling
     after, log = run(comfy_server, replace(setting, no_op=1))
-    assert prior_counts(log) == [(setting.steps, setting.steps)]
+    assert prior_calls(log) == [(setting.steps, setting.steps)]
     assert torch.equal(after, before)
     # The stock model of the same loader is untouched too.
     stock_before = _stock(comfy_server, no_op=0)
@@ -247,6 +244,6 @@ def test_soak_fifty_prompts_memory_and_loaded_models_stay_flat(comfy_server):
     settled = rss[2 * len(ROTATION)]
     assert max(rss[i] for i in range(2 * len(ROTATION), PROMPTS)) - settled < MAX_RSS_GROWTH_MB, rss
     assert "memory leak" not in log  # ComfyUI's own detector of models kept alive by someone else
-    counts = prior_counts(log)
+    counts = prior_calls(log)
     assert len(counts) == PROMPTS
     assert counts[4] == (0, 2)  # cfg 1: the prior never ran

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import copy
-import re
 
 import pytest
 import torch
 
 from support import checkpoints, prompts, reference
 from support.prompts import NEGATIVE, POSITIVE, run_latent, text2img
+from support.server import prior_calls
 
 REL = 1e-5  # float32 on the CPU: batch-1 vs batch-2 forwards round differently at ~1e-6 of the scale
 
@@ -19,7 +19,7 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def _counts(server) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", server.log_text())]
+    return prior_calls(server.log_text())
 
 
 def eq7_latent(ft: reference.Net, prior: reference.Net, shape: tuple, seed: int = 7, scale: float = 5.0,

@@ -10,7 +10,6 @@ import copy
 import io
 import json
 import random
-import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from PIL import Image
 
 from support import workflow_defs
 from support.comfy_env import ROOT
-from support.server import PACK_NAME
+from support.server import PACK_NAME, prior_calls
 from support.ui_to_api import convert, process_dynamic_prompt
 from support.ui_workflow import note_text
 from support.workflow_prompts import (CANNOT_RUN, LATENT_SIZE, NAMES, SIZE, SPACING, VIDEO_LENGTH, WORKFLOWS,
@@ -47,11 +46,6 @@ def runs(comfy_server, object_info, stand_ins):
 
 def images_of(result: dict) -> list[Path]:
     return [p for key, paths in result.items() if key != "log" for p in paths]
-
-
-def prior_calls(result: dict) -> list[tuple[int, int]]:
-    """(prior calls, model calls) of each sampling run, from the pack's log line."""
-    return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", result["log"])]
 
 
 def panels(path: Path, rows: int, cols: int) -> list[list[bytes]]:
@@ -209,7 +203,7 @@ def test_workflow_runs_on_comfyui(name, runs):
     for path in images:
         with Image.open(path) as im:
             assert im.width >= SIZE and im.height >= SIZE
-    calls = prior_calls(result)
+    calls = prior_calls(result["log"])
     assert calls and all(prior == total for prior, total in calls), calls  # full swap: the prior at every call
 
 
@@ -333,7 +327,7 @@ def test_family_workflow_output_and_prior_swap_changes_it(name, comfy_server, ru
                         size=LATENT_SIZE.get(name, (SIZE, SIZE)))
     before = len(comfy_server.log_text())
     (stock_image,) = comfy_server.output_files(comfy_server.run(stock(prompt)))
-    assert not prior_calls({"log": comfy_server.log_text()[before:]}), "the stock graph ran the prior"
+    assert not prior_calls(comfy_server.log_text()[before:]), "the stock graph ran the prior"
     swap_frames, stock_frames = frames_of(swapped), frames_of(stock_image)
     assert len(swap_frames) == len(stock_frames) == frames
     assert all(a != b for a, b in zip(swap_frames, stock_frames)), "prior swap gave the stock result"

@@ -16,6 +16,32 @@ def graph():
     return GraphBuilder()
 
 
+def swap_chain(g, ckpt, negative, *, before: tuple = (), after: tuple = (), swap: bool = True, prior: str = "base",
+               prior_weight: float = 1.0, base: str = "sd15_base.safetensors"):
+    """The checkpoint's MODEL → [before] → PriorSwapCFG → [after]: the MODEL output a sampler takes.
+
+    ``before``/``after``: (node, inputs) pairs applied to the MODEL. ``prior``: "base" (Load Prior Checkpoint of
+    ``base``, empty prompt), "same" (Prior From Model: the patched fine-tune with ``negative``, the sampler's
+    own: the identity), "same_empty" (Prior From Model on the checkpoint's *unpatched* MODEL with its CLIP's
+    empty prompt: a prior that shares the fine-tune's BaseModel). ``swap`` False: no PriorSwapCFG.
+    """
+    model = ckpt.out(0)
+    for node, inputs in before:
+        model = g.node(node, model=model, **inputs).out(0)
+    if swap:
+        if prior == "same":
+            prior_out = g.node("PriorFromModel", model=model, negative=negative).out(0)
+        elif prior == "same_empty":
+            empty = g.node("CLIPTextEncode", clip=ckpt.out(1), text="").out(0)
+            prior_out = g.node("PriorFromModel", model=ckpt.out(0), negative=empty).out(0)
+        else:
+            prior_out = g.node("PriorCheckpointLoader", ckpt_name=base, negative_prompt="").out(0)
+        model = g.node("PriorSwapCFG", model=model, prior=prior_out, prior_weight=prior_weight, start_percent=0.0,
+                       end_percent=1.0).out(0)
+    for node, inputs in after:
+        model = g.node(node, model=model, **inputs).out(0)
+    return model
+
 def text2img(ft: str = "sd15_finetune.safetensors", prior: str | None = "sd15_base.safetensors", *,
              cfg: float = 5.0, steps: int = 3, seed: int = 7, batch: int = 1, size: int = 64,
              prior_weight: float = 1.0, start_percent: float = 0.0, end_percent: float = 1.0,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +18,13 @@ from .comfy_env import ROOT, comfy_dir
 
 PACK_NAME = "comfyui-prior-swap"
 
+
+def prior_calls(log: str) -> list[tuple[int, int]]:
+    """(prior calls, model calls) of each sampling run in a server's ``log``, from the pack's INFO line.
+
+    A run in the server process reports its counts nowhere else (in the test process, tests read the fast
+    path's GraphCache counters instead)."""
+    return [(int(a), int(b)) for a, b in re.findall(r"prior evaluated at (\d+) of (\d+) model calls", log)]
 
 def free_port() -> int:
     with socket.socket() as s:

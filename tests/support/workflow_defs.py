@@ -58,6 +58,33 @@ def _sd15_text2img(g: UIGraph, *, prior_col: int = 0):
     return ckpt, prior, pos, neg, latent
 
 
+def _prior_swap(g: UIGraph, model, prior, *, col: int):
+    """Prior Swap CFG on ``model`` with the paper's settings: prior_weight 1 over the whole schedule."""
+    return g.add("PriorSwapCFG", col=col, model=model, prior=prior[0], prior_weight=1.0, start_percent=0.0,
+                 end_percent=1.0)
+
+
+def _ksample_decode(g: UIGraph, model, positive, negative, latent, vae, *, col: int, decode_col: int,
+                    title: str | None = None, steps: int, cfg: float, sampler_name: str, scheduler: str):
+    """The stock KSampler (seed 42) on ``model`` and VAEDecode of its output; returns the decode."""
+    sampler = g.add("KSampler", col=col, title=title, model=model, seed=42, steps=steps, cfg=cfg,
+                    sampler_name=sampler_name, scheduler=scheduler, positive=positive, negative=negative,
+                    latent_image=latent, denoise=1.0)
+    return g.add("VAEDecode", col=decode_col, samples=sampler[0], vae=vae)
+
+
+def _ip2p_conditioning(g: UIGraph, ckpt):
+    """The image to edit and the instruction through InstructPixToPixConditioning; returns (empty text, its node)."""
+    image = g.add("LoadImage", col=1, title="Image to edit", image="example.png")
+    g.skip(1, 240)  # LoadImage grows a preview of the picture
+    instruction = g.add("CLIPTextEncode", col=1, title="Edit instruction", clip=ckpt[1],
+                        text="make it a winter scene")
+    empty = g.add("CLIPTextEncode", col=1, title="Empty text", clip=ckpt[1], text="")
+    cond = g.add("InstructPixToPixConditioning", col=2, positive=instruction[0], negative=empty[0], vae=ckpt[2],
+                 pixels=image[0])
+    return empty, cond
+
+
 def _sample_with_guider(g: UIGraph, guider, ckpt, latent, *, steps: int, prefix: str, noise_col: int,
                         model=None, vae=None, scheduler: str = "normal", col: int = 3) -> None:
     """SamplerCustomAdvanced with ``guider`` (euler), decoded and saved.
@@ -89,11 +116,9 @@ CFG's unconditional branch comes from the **base model** (the *prior*) instead o
 prior is used (outside, the KSampler's negative). To compare with stock CFG, bypass *Prior Swap CFG* (Ctrl+B).""",
            size=(440, 420))
     ckpt, prior, pos, neg, latent = _sd15_text2img(g)
-    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
-    sampler = g.add("KSampler", col=2, model=swap[0], seed=42, steps=25, cfg=7.5, sampler_name="euler",
-                    scheduler="normal", positive=pos[0], negative=neg[0], latent_image=latent[0], denoise=1.0)
-    decode = g.add("VAEDecode", col=3, samples=sampler[0], vae=ckpt[2])
+    swap = _prior_swap(g, ckpt[0], prior, col=2)
+    decode = _ksample_decode(g, swap[0], pos[0], neg[0], latent[0], ckpt[2], col=2, decode_col=3, steps=25, cfg=7.5,
+                             sampler_name="euler", scheduler="normal")
     g.add("SaveImage", col=3, images=decode[0], filename_prefix="prior_swap/sd15")
 
 
@@ -116,13 +141,7 @@ Pick your picture in *Image to edit* and write the edit in *Edit instruction*. W
 guider is ComfyUI's DualCFGGuider.""", size=(440, 440))
     ckpt = g.add("CheckpointLoaderSimple", col=0, title="InstructPix2Pix (fine-tune)", ckpt_name=IP2P)
     prior = g.add("PriorCheckpointLoader", col=0, title="Prior: SD1.5 base", ckpt_name=SD15_BASE, negative_prompt="")
-    image = g.add("LoadImage", col=1, title="Image to edit", image="example.png")
-    g.skip(1, 240)  # LoadImage grows a preview of the picture
-    instruction = g.add("CLIPTextEncode", col=1, title="Edit instruction", clip=ckpt[1],
-                        text="make it a winter scene")
-    empty = g.add("CLIPTextEncode", col=1, title="Empty text", clip=ckpt[1], text="")
-    cond = g.add("InstructPixToPixConditioning", col=2, positive=instruction[0], negative=empty[0], vae=ckpt[2],
-                 pixels=image[0])
+    empty, cond = _ip2p_conditioning(g, ckpt)
     guider = g.add("PriorSwapDualCFGGuider", col=2, title="Prior Swap Dual CFG (paper: γ_T 7.5, γ_I 1.5)", node_width=360,
                    model=ckpt[0], prior=prior[0], cond1=cond[0], cond2=cond[1], negative=empty[0], cfg_conds=7.5,
                    cfg_cond2_negative=1.5, style="regular", prior_weight=1.0, start_percent=0.0, end_percent=1.0)
@@ -155,12 +174,10 @@ background.""", size=(440, 460))
                   sampling="v_prediction", zsnr=False)
     empty = g.add("CLIPTextEncode", col=2, title="Prior's empty prompt ∅", clip=base[1], text="")
     prior = g.add("PriorFromModel", col=2, title="Prior: SD2.1 (v)", model=vpred[0], negative=empty[0])
-    swap = g.add("PriorSwapCFG", col=3, model=zero123[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
-    sampler = g.add("KSampler", col=3, title="KSampler (cfg = γ = 5)", model=swap[0], seed=42, steps=50, cfg=5.0,
-                    sampler_name="ddim", scheduler="ddim_uniform", positive=cond[0], negative=cond[1],
-                    latent_image=cond[2], denoise=1.0)
-    decode = g.add("VAEDecode", col=4, samples=sampler[0], vae=zero123[2])
+    swap = _prior_swap(g, zero123[0], prior, col=3)
+    decode = _ksample_decode(g, swap[0], cond[0], cond[1], cond[2], zero123[2], col=3, decode_col=4,
+                             title="KSampler (cfg = γ = 5)", steps=50, cfg=5.0, sampler_name="ddim",
+                             scheduler="ddim_uniform")
     g.add("SaveImage", col=4, images=decode[0], filename_prefix="prior_swap/zero123")
 
 
@@ -182,11 +199,9 @@ before sampling with a message that says so. KSampler `cfg` is γ.""", size=(440
     pos = g.add("CLIPTextEncode", col=1, title="Positive", clip=ckpt[1], text=POSITIVE)
     neg = g.add("CLIPTextEncode", col=1, title="Negative (the fine-tune's own)", clip=ckpt[1], text="")
     latent = g.add("EmptyLatentImage", col=1, width=1024, height=1024, batch_size=1)
-    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
-    sampler = g.add("KSampler", col=2, model=swap[0], seed=42, steps=30, cfg=7.0, sampler_name="dpmpp_2m",
-                    scheduler="karras", positive=pos[0], negative=neg[0], latent_image=latent[0], denoise=1.0)
-    decode = g.add("VAEDecode", col=3, samples=sampler[0], vae=ckpt[2])
+    swap = _prior_swap(g, ckpt[0], prior, col=2)
+    decode = _ksample_decode(g, swap[0], pos[0], neg[0], latent[0], ckpt[2], col=2, decode_col=3, steps=30, cfg=7.0,
+                             sampler_name="dpmpp_2m", scheduler="karras")
     g.add("SaveImage", col=3, images=decode[0], filename_prefix="prior_swap/sdxl")
 
 
@@ -221,8 +236,7 @@ One image: **left** the fine-tune with stock CFG, **right** the same seed with t
 
 `python3 tests/host.py demo` runs this workflow.""", size=(440, 300))
     ckpt, prior, pos, neg, latent = _sd15_text2img(g)
-    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
+    swap = _prior_swap(g, ckpt[0], prior, col=2)
     common = dict(seed=42, steps=20, cfg=7.5, sampler_name="euler", scheduler="normal", positive=pos[0],
                   negative=neg[0], latent_image=latent[0], denoise=1.0)
     stock = g.add("KSampler", col=2, title="Stock CFG", model=ckpt[0], **common)
@@ -248,8 +262,7 @@ Prior swap usually holds up at higher γ where stock CFG of a fine-tune over-sat
 
 To sweep other values, change the `cfg` of a column's two KSamplers.""", size=(440, 340))
     ckpt, prior, pos, neg, latent = _sd15_text2img(g)
-    swap = g.add("PriorSwapCFG", col=1, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
+    swap = _prior_swap(g, ckpt[0], prior, col=1)
     common = dict(seed=42, steps=20, sampler_name="euler", scheduler="normal", positive=pos[0], negative=neg[0],
                   latent_image=latent[0], denoise=1.0)
     rows = {}
@@ -287,8 +300,7 @@ uncond from the prior's; bottom, the guidance magnitudes ||c − u_ft|| and ||c 
 The insight costs one extra uncond forward of the fine-tune per step; the image is the same as without it.
 Set the plot's `x_axis` to `sigma` to plot against the noise level.""", size=(440, 380))
     ckpt, prior, pos, neg, latent = _sd15_text2img(g)
-    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
+    swap = _prior_swap(g, ckpt[0], prior, col=2)
     insight = g.add("PriorSwapInsight", col=2, model=swap[0])
     common = dict(seed=42, steps=20, cfg=7.5, sampler_name="euler", scheduler="normal", positive=pos[0],
                   negative=neg[0], latent_image=latent[0], denoise=1.0)
@@ -331,8 +343,7 @@ Pixel space: *Load VAE* → `pixel_space` decodes, *Empty Chroma Radiance Latent
     latent = g.add("EmptyChromaRadianceLatentImage", col=1, width=16, height=16,
                    batch_size=shape_count * TOY_NOISES)
     prior = g.add("PriorFromModel", col=2, model=base[0], negative=empty[0])
-    swap = g.add("PriorSwapCFG", col=2, model=finetune[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
+    swap = _prior_swap(g, finetune[0], prior, col=2)
     common = dict(seed=42, steps=20, cfg=TOY_GAMMA, sampler_name="euler", scheduler="normal", positive=shapes[0],
                   negative=empty[0], latent_image=latent[0], denoise=1.0)
     stock = g.add("KSampler", col=3, title="Stock CFG", model=finetune[0], **common)
@@ -381,12 +392,9 @@ CFG, bypass *Prior Swap CFG* (Ctrl+B).""", size=(460, 520))
                 length=33, batch_size=1, clip_vision_output=vision_out[0], start_image=image[0])
     shift = g.add("ModelSamplingSD3", col=2, model=finetune[0], shift=8.0)
     prior = g.add("PriorFromModel", col=2, title="Prior: Wan 2.1 T2V", model=base[0], negative=neg[0])
-    swap = g.add("PriorSwapCFG", col=3, model=shift[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
-    sampler = g.add("KSampler", col=3, title="KSampler (cfg = γ)", model=swap[0], seed=42, steps=20, cfg=6.0,
-                    sampler_name="uni_pc", scheduler="simple", positive=i2v[0], negative=i2v[1],
-                    latent_image=i2v[2], denoise=1.0)
-    decode = g.add("VAEDecode", col=4, samples=sampler[0], vae=vae[0])
+    swap = _prior_swap(g, shift[0], prior, col=3)
+    decode = _ksample_decode(g, swap[0], i2v[0], i2v[1], i2v[2], vae[0], col=3, decode_col=4,
+                             title="KSampler (cfg = γ)", steps=20, cfg=6.0, sampler_name="uni_pc", scheduler="simple")
     g.add("SaveAnimatedWEBP", col=4, images=decode[0], filename_prefix="prior_swap/wan_i2v", fps=16.0,
           lossless=False, quality=90, method="default")
 
@@ -467,11 +475,9 @@ own schedule. The KSampler's `cfg` is γ; bypass *Prior Swap CFG* (Ctrl+B) for s
     latent = g.add("EmptyLatentImage", col=1, width=512, height=512, batch_size=1)
     empty = g.add("CLIPTextEncode", col=2, title="Prior's empty prompt ∅ (T5)", clip=t5[0], text="")
     prior = g.add("PriorFromModel", col=2, title="Prior: PixArt-α", model=pixart[0], negative=empty[0])
-    swap = g.add("PriorSwapCFG", col=2, model=ckpt[0], prior=prior[0], prior_weight=1.0, start_percent=0.0,
-                 end_percent=1.0)
-    sampler = g.add("KSampler", col=3, model=swap[0], seed=42, steps=25, cfg=7.5, sampler_name="euler",
-                    scheduler="normal", positive=pos[0], negative=neg[0], latent_image=latent[0], denoise=1.0)
-    decode = g.add("VAEDecode", col=4, samples=sampler[0], vae=ckpt[2])
+    swap = _prior_swap(g, ckpt[0], prior, col=2)
+    decode = _ksample_decode(g, swap[0], pos[0], neg[0], latent[0], ckpt[2], col=3, decode_col=4, steps=25, cfg=7.5,
+                             sampler_name="euler", scheduler="normal")
     g.add("SaveImage", col=4, images=decode[0], filename_prefix="prior_swap/pixart_prior")
 
 
@@ -496,13 +502,7 @@ once). With `prior_weight` 0 the guider is ComfyUI's DualCFGGuider.""", size=(46
     ckpt = g.add("CheckpointLoaderSimple", col=0, title="SDXL InstructPix2Pix (fine-tune)", ckpt_name=COSXL_EDIT)
     prior = g.add("PriorCheckpointLoader", col=0, title="Prior: SDXL base 1.0", ckpt_name=SDXL_BASE,
                   negative_prompt="")
-    image = g.add("LoadImage", col=1, title="Image to edit", image="example.png")
-    g.skip(1, 240)  # LoadImage grows a preview of the picture
-    instruction = g.add("CLIPTextEncode", col=1, title="Edit instruction", clip=ckpt[1],
-                        text="make it a winter scene")
-    empty = g.add("CLIPTextEncode", col=1, title="Empty text", clip=ckpt[1], text="")
-    cond = g.add("InstructPixToPixConditioning", col=2, positive=instruction[0], negative=empty[0], vae=ckpt[2],
-                 pixels=image[0])
+    empty, cond = _ip2p_conditioning(g, ckpt)
     guider = g.add("PriorSwapDualCFGGuider", col=2, title="Prior Swap Dual CFG (paper: γ_T 7.5, γ_I 1.5)",
                    node_width=360, model=ckpt[0], prior=prior[0], cond1=cond[0], cond2=cond[1], negative=empty[0],
                    cfg_conds=7.5, cfg_cond2_negative=1.5, style="regular", prior_weight=1.0, start_percent=0.0,

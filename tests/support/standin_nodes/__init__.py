@@ -154,13 +154,17 @@ def wan_i2v(positive: list, negative: list, width: int, height: int, length: int
     return positive, negative, {"samples": latent}
 
 
-class PriorSwapTestWanI2V:
-    DESCRIPTION = ("Test stand-in for WanImageToVideo with a start image and CLIP-vision output: the same "
-                   "conditioning keys on positive and negative, seeded tensors instead of the VAE/CLIP-vision.")
+class _ConditioningPairNode:
+    """A stand-in for a host node that adds an image's conditioning to positive and negative and returns a latent."""
     CATEGORY = "testing/prior_swap"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
     RETURN_NAMES = ("positive", "negative", "latent")
     FUNCTION = "apply"
+
+
+class PriorSwapTestWanI2V(_ConditioningPairNode):
+    DESCRIPTION = ("Test stand-in for WanImageToVideo with a start image and CLIP-vision output: the same "
+                   "conditioning keys on positive and negative, seeded tensors instead of the VAE/CLIP-vision.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -188,13 +192,9 @@ def instruct_pix2pix(positive: list, negative: list, concat_latent: torch.Tensor
     return out[0], out[1], {"samples": torch.zeros_like(concat_latent)}
 
 
-class PriorSwapTestInstructPix2Pix:
+class PriorSwapTestInstructPix2Pix(_ConditioningPairNode):
     DESCRIPTION = ("Test stand-in for InstructPixToPixConditioning with the image already encoded: "
                    "concat_latent_image on positive and negative, and an empty latent of the image's shape.")
-    CATEGORY = "testing/prior_swap"
-    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
-    RETURN_NAMES = ("positive", "negative", "latent")
-    FUNCTION = "apply"
 
     @classmethod
     def INPUT_TYPES(cls):
