@@ -7,7 +7,12 @@ from ..py.toy_pair import CLASSES, EMPTY, load_toy_model, toy_conditioning
 from .common import CATEGORY as PACK_CATEGORY, choice
 
 CATEGORY = f"{PACK_CATEGORY}/toy pair"
-TOY_MODELS = ["finetune", "base"]
+# Added with the edit model (#19), after the description and tooltip the V1 nodes had:
+EDIT_DESCRIPTION = (" 'edit' is an InstructPix2Pix-style fine-tune of the base: give it the source image through "
+                    "InstructPixToPixConditioning and 'make it a <shape>' (a shape name) as the condition, and sample "
+                    "it with Dual CFG Guider or Prior Swap Dual CFG Guider.")
+EDIT_TOOLTIP = " edit: the edit model, for the dual guiders."
+TOY_MODELS = ["finetune", "base", "edit"]
 
 
 class PriorSwapToyModelLoader(io.ComfyNode):
@@ -22,10 +27,10 @@ class PriorSwapToyModelLoader(io.ComfyNode):
             description=("Loads the pack's toy pair, trained here on 16×16 coloured shapes: 'base' is an "
                          "unconditional model (use it as the prior), 'finetune' a class-conditional fine-tune of it "
                          "trained with CFG dropout on a fraction of the base's data. Pixel space: decode with Load "
-                         "VAE → pixel_space, start from Empty Chroma Radiance Latent Image at 16×16."),
+                         "VAE → pixel_space, start from Empty Chroma Radiance Latent Image at 16×16." + EDIT_DESCRIPTION),
             inputs=[io.Combo.Input("model", options=TOY_MODELS,
                                    tooltip="finetune: the conditional model you sample; base: its unconditional "
-                                           "prior.")],
+                                           "prior." + EDIT_TOOLTIP)],
             # The output is named "model" like the input; V3 ids must differ, so only the display name says it.
             outputs=[io.Model.Output(display_name="model", tooltip="The toy diffusion model (ComfyUI's UNetModel, "
                                                                    "ε-prediction, pixel space).")],

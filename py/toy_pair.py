@@ -1,17 +1,19 @@
-"""The toy pair: a small pixel-space base (the prior) and a class-conditional fine-tune of it, trained here.
+"""The toy models: a small pixel-space base (the prior) and two fine-tunes of it, trained by this project.
 
 No public weights can be downloaded where this project is built, so the evidence that the prior helps
-comes from a pair the project trains itself (``tests/train_toy_pair.py``), on procedurally drawn
-16×16 shapes in random colours:
+comes from models the project trains itself (``tools/train_toy_pair.py``), on procedurally drawn
+16×16 shapes in random colours (docs/evidence.md):
 
-- the **base** is an unconditional model, trained long on the whole distribution — the role SD1.5 plays
-  for its fine-tunes;
+- the **base** is an unconditional model, trained on the broad data (fresh shapes of every class, colour,
+  position and size) — the role SD1.5 plays for its fine-tunes;
 - the **fine-tune** starts from the base's weights and learns class conditioning with CFG dropout
-  (10 % of its samples see the empty condition ∅), on a twelfth of the base's images — the paper's
-  setting of a limited fine-tuning budget. (Whether its own uncond ends up worse than the base's is
-  measured, not assumed: in the shipped pair it does not; see the README, *Evidence*.)
+  (10 % of its samples see the empty condition ∅), on a small fixed set for many epochs — a narrow
+  fine-tuning task;
+- the **edit** model is an InstructPix2Pix-style fine-tune of the base: 3 more input channels take the source
+  image (ComfyUI's own ``SD15_instructpix2pix`` class, fed by the stock *InstructPixToPixConditioning*), the
+  instruction "make it a <shape>" is the condition.
 
-Both are ComfyUI's own ``UNetModel`` inside a ``BaseModel``, in pixel space: the latent format is
+All are ComfyUI's own ``UNetModel`` inside a ComfyUI model class, in pixel space: the latent format is
 ComfyUI's 3-channel identity format (the one Chroma Radiance uses), so the stock ``VAELoader``'s
 ``pixel_space`` VAE decodes them and ``EmptyChromaRadianceLatentImage`` makes their empty latent.
 The condition is a fixed vector per shape fed to the UNet's cross-attention, as a text embedding is.
@@ -27,7 +29,11 @@ import torch
 from .errors import PriorSwapError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "toy_pair"
-MODEL_FILES = {"base": "toy_base.safetensors", "finetune": "toy_finetune.safetensors"}
+MODEL_FILES = {"base": "toy_base.safetensors", "finetune": "toy_finetune.safetensors",
+               "edit": "toy_edit.safetensors"}
+# Models only the evidence uses (tools/evaluate_toy_pair.py): the base at earlier steps, the small control,
+# more training seeds of both fine-tunes.
+EVIDENCE_DIR = Path(__file__).resolve().parent / "toy_pair" / "evidence"
 CLASSIFIER_FILE = "toy_classifier.safetensors"
 
 CLASSES = ("disk", "ring", "square", "frame", "triangle", "diamond", "plus", "cross", "bar", "dots")
@@ -38,16 +44,26 @@ _CONTEXT_SEED = 20250326  # the condition vectors are fixed, not learned: anyone
 
 UNET_CONFIG: dict[str, Any] = dict(
     image_size=IMAGE_SIZE, in_channels=3, out_channels=3, model_channels=32, num_res_blocks=[1, 1, 1],
-    channel_mult=[1, 2, 2], transformer_depth=[0, 1, 1], transformer_depth_output=[0, 0, 1, 1, 1, 1],
+    channel_mult=[1, 1, 1], transformer_depth=[0, 1, 1], transformer_depth_output=[0, 0, 1, 1, 1, 1],
     transformer_depth_middle=1, use_spatial_transformer=True, context_dim=CONTEXT_DIM, num_heads=-1,
     num_head_channels=32, use_linear_in_transformer=True, legacy=False, use_checkpoint=False,
     adm_in_channels=None, use_temporal_attention=False, use_temporal_resblock=False,
 )
+# The Autoguidance control of the evidence (tools/train_toy_pair.py): a separate model of less capacity,
+# two levels instead of three. 32 channels is the floor: ComfyUI's ResBlocks use GroupNorm with 32 groups.
+SMALL_UNET_CONFIG: dict[str, Any] = dict(UNET_CONFIG, num_res_blocks=[1, 1], channel_mult=[1, 1],
+                                         transformer_depth=[0, 1], transformer_depth_output=[0, 0, 1, 1])
+# The edit model (InstructPix2Pix-style): the source image is concatenated to the noisy input, 3 + 3 channels.
+EDIT_IN_CHANNELS = 6
+CONFIG_METADATA_KEY = "prior_swap_toy_unet"  # each weights file carries its UNet config (JSON) in its metadata
 
 
-def toy_model_config() -> Any:
-    """The ComfyUI model config of the toy pair: a ``supported_models_base.BASE`` in pixel space."""
+def toy_model_config(unet_config: dict[str, Any] | None = None) -> Any:
+    """The ComfyUI model config of a toy model: a ``supported_models_base.BASE`` in pixel space. A UNet with
+    more input channels than the latent has is an edit model: ComfyUI's own ``SD15_instructpix2pix`` class,
+    which concatenates the ``concat_latent_image`` of the stock *InstructPixToPixConditioning* node."""
     import comfy.latent_formats
+    import comfy.model_base
     import comfy.supported_models_base
 
     class ToyPair(comfy.supported_models_base.BASE):
@@ -57,7 +73,12 @@ def toy_model_config() -> Any:
         memory_usage_factor = 1.0
         supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
 
-    return ToyPair(UNET_CONFIG)
+        def get_model(self, state_dict: dict, prefix: str = "", device: Any = None) -> Any:
+            if self.unet_config["in_channels"] > self.unet_config["out_channels"]:
+                return comfy.model_base.SD15_instructpix2pix(self, device=device)
+            return super().get_model(state_dict, prefix, device=device)
+
+    return ToyPair(dict(unet_config or UNET_CONFIG))
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -87,13 +108,8 @@ def _shape_masks(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     ]).float()
 
 
-def draw_shapes(labels: torch.Tensor, generator: torch.Generator, size: int = IMAGE_SIZE,
-                supersample: int = 4) -> torch.Tensor:
-    """Draw one shape per label: bright random colour on a dark random background, random position,
-    size and a small rotation, anti-aliased. Returns ``[N, 3, size, size]`` in [-1, 1] on ``labels``' device.
-    """
-    n, device = labels.shape[0], labels.device
-
+def shape_params(n: int, generator: torch.Generator, device: Any = None) -> dict[str, torch.Tensor]:
+    """Random drawing parameters of ``n`` shapes: position, size, a small rotation, colours."""
     def rand(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(n, generator=generator, device=generator.device).to(device) * (hi - lo) + lo
 
@@ -101,6 +117,14 @@ def draw_shapes(labels: torch.Tensor, generator: torch.Generator, size: int = IM
     angle = rand(-0.26, 0.26)  # ±15°: keeps plus/cross and square/diamond apart
     fg = _hsv_to_rgb(rand(0, 1), rand(0.6, 1.0), rand(0.75, 1.0))
     bg = _hsv_to_rgb(rand(0, 1), rand(0.0, 0.5), rand(0.05, 0.35))
+    return dict(cx=cx, cy=cy, scale=scale, angle=angle, fg=fg, bg=bg)
+
+
+def draw_with(labels: torch.Tensor, params: dict[str, torch.Tensor], size: int = IMAGE_SIZE,
+              supersample: int = 4) -> torch.Tensor:
+    """Draw one shape per label with the given parameters, anti-aliased: ``[N, 3, size, size]`` in [-1, 1]."""
+    n, device = labels.shape[0], labels.device
+    cx, cy, scale, angle = (params[k].to(device) for k in ("cx", "cy", "scale", "angle"))
     res = size * supersample
     axis = (torch.arange(res, device=device) + 0.5) / res * 2 - 1
     y, x = torch.meshgrid(axis, axis, indexing="ij")
@@ -111,8 +135,28 @@ def draw_shapes(labels: torch.Tensor, generator: torch.Generator, size: int = IM
     masks = _shape_masks(u, v)  # [C, N, res, res]
     mask = masks[labels, torch.arange(n, device=device)]
     mask = torch.nn.functional.avg_pool2d(mask[:, None], supersample)  # anti-aliasing
+    fg, bg = params["fg"].to(device), params["bg"].to(device)
     image = bg[:, :, None, None] * (1 - mask) + fg[:, :, None, None] * mask
     return image * 2 - 1
+
+
+def draw_shapes(labels: torch.Tensor, generator: torch.Generator, size: int = IMAGE_SIZE,
+                supersample: int = 4) -> torch.Tensor:
+    """Draw one shape per label: bright random colour on a dark random background, random position,
+    size and a small rotation, anti-aliased. Returns ``[N, 3, size, size]`` in [-1, 1] on ``labels``' device.
+    """
+    return draw_with(labels, shape_params(labels.shape[0], generator, labels.device), size, supersample)
+
+
+def draw_edits(n: int, generator: torch.Generator, device: Any = None) -> tuple[torch.Tensor, ...]:
+    """The edit task: a source shape and the instruction "make it a <target>", whose answer is the target
+    shape drawn with the source's colours, position, size and rotation. Returns
+    ``(source, target, target_labels)``; the target class always differs from the source's."""
+    source_labels = torch.randint(0, len(CLASSES), (n,), generator=generator, device=generator.device).to(device)
+    shift = torch.randint(1, len(CLASSES), (n,), generator=generator, device=generator.device).to(device)
+    target_labels = (source_labels + shift) % len(CLASSES)
+    params = shape_params(n, generator, device)
+    return draw_with(source_labels, params), draw_with(target_labels, params), target_labels
 
 
 def class_index(name: str) -> int:
@@ -151,12 +195,13 @@ def toy_conditioning(names: str) -> list:
 
 # --- models -------------------------------------------------------------------------------------
 
-def new_unet(device: Any = None) -> torch.nn.Module:
+def new_unet(device: Any = None, unet_config: dict[str, Any] | None = None) -> torch.nn.Module:
     """A freshly initialised toy UNet (ComfyUI's ``UNetModel``) for training, in float32."""
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    unet = UNetModel(**UNET_CONFIG, dtype=torch.float32, device=device, operations=comfy.ops.disable_weight_init)
+    unet = UNetModel(**(unet_config or UNET_CONFIG), dtype=torch.float32, device=device,
+                     operations=comfy.ops.disable_weight_init)
     # ComfyUI's inference ops skip weight init (weights come from a file); training needs PyTorch's own.
     for module in unet.modules():
         torch_class = next((c for c in type(module).__mro__ if c.__module__.startswith("torch.nn.modules")
@@ -178,10 +223,33 @@ def alphas_cumprod() -> torch.Tensor:
 
 
 def weights_path(which: str) -> Path:
-    """Where the shipped weights of ``which`` ('base' or 'finetune') are."""
+    """Where the shipped weights of ``which`` ('base', 'finetune' or 'edit') are."""
     if which not in MODEL_FILES:
         raise PriorSwapError(f"Unknown toy model {which!r}; choose one of {', '.join(MODEL_FILES)}.")
     return WEIGHTS_DIR / MODEL_FILES[which]
+
+
+def unet_config_of(path: Path) -> dict[str, Any]:
+    """The UNet config a toy weights file was trained with (its metadata; the default config without it)."""
+    import json
+
+    import safetensors
+
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        text = (f.metadata() or {}).get(CONFIG_METADATA_KEY)
+    return dict(UNET_CONFIG, **json.loads(text)) if text else dict(UNET_CONFIG)
+
+
+def save_toy_weights(module: torch.nn.Module, path: Path, unet_config: dict[str, Any] | None = None) -> None:
+    """Save a toy module's weights as fp16 safetensors, with its UNet config (if any) in the metadata."""
+    import json
+
+    import safetensors.torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {CONFIG_METADATA_KEY: json.dumps(unet_config)} if unet_config is not None else None
+    safetensors.torch.save_file({k: v.detach().half().contiguous().cpu() for k, v in module.state_dict().items()},
+                                str(path), metadata=metadata)
 
 
 def load_toy_model(which: str, path: Path | None = None) -> Any:
@@ -193,9 +261,9 @@ def load_toy_model(which: str, path: Path | None = None) -> Any:
     path = Path(path) if path is not None else weights_path(which)
     if not path.is_file():
         raise PriorSwapError(f"The toy pair's weights are missing: {path}. Train them with "
-                             "`python3 tests/train_toy_pair.py` (see README) or restore the file from git.")
+                             "`python3 tools/train_toy_pair.py` (see docs/evidence.md) or restore the file from git.")
     state_dict = comfy.utils.load_torch_file(str(path), safe_load=True)
-    config = toy_model_config()
+    config = toy_model_config(unet_config_of(path))
     load_device = mm.get_torch_device()
     dtype = mm.unet_dtype(model_params=sum(t.numel() for t in state_dict.values()),
                           supported_dtypes=config.supported_inference_dtypes)

@@ -49,8 +49,17 @@ ADDED_OPTIONAL_SINCE_V1 = {
             "default": "default"}],
     },
 }
+# … choices appended to a V1 combo: (node, input) → the choices after V1's (#19: the toy edit model).
+APPENDED_CHOICES_SINCE_V1 = {("PriorSwapToyModelLoader", "model"): ["edit"]}
 # … and text appended to a V1 field: (node, path of keys) → the exact sentence added after the V1 text.
 APPENDED_SINCE_V1 = {
+    # Issue #19: the toy edit model.
+    ("PriorSwapToyModelLoader", ("description",)): (
+        " 'edit' is an InstructPix2Pix-style fine-tune of the base: give it the source image through "
+        "InstructPixToPixConditioning and 'make it a <shape>' (a shape name) as the condition, and sample it with "
+        "Dual CFG Guider or Prior Swap Dual CFG Guider."),
+    ("PriorSwapToyModelLoader", ("input", "required", "model", 1, "tooltip")): (
+        " edit: the edit model, for the dual guiders."),
     ("PriorFromModel", ("description",)): (
         ", or for a prior stored in fp8: Load Diffusion Model (UNETLoader) with weight_dtype fp8_e4m3fn/fp8_e5m2 gives "
         "a MODEL this node accepts as it is."),
@@ -95,6 +104,10 @@ def as_v1(node: str, live: dict, checkpoints: list[str]) -> dict:
             options = spec[1]
             assert options.pop("multiselect") is False, f"{node}.{name}: a plain combo, not multiselect"
             choices = options.pop("options")
+            appended = APPENDED_CHOICES_SINCE_V1.get((node, name), [])
+            if appended:
+                assert choices[-len(appended):] == appended, f"{node}.{name}: {choices}"
+                choices = choices[:-len(appended)]
             if name == "ckpt_name":  # the checkpoints folder of this server instead of the recording's
                 assert choices == checkpoints, f"{node}.{name} does not list the checkpoints folder"
                 choices = RECORDED_CHECKPOINTS

@@ -1,7 +1,8 @@
 """The toy pair shipped in py/toy_pair/: real ComfyUI models, a working judge, and conditional samples.
 
-Sampling runs through the stock KSampler node in this process (tests/evaluate_toy_pair.py), on the
-weights committed to the repository, so a change that breaks loading, conditioning or the swap shows here.
+Sampling runs through the host's own nodes in this process (tests/support/toy_eval.py, which the evaluation
+tool uses too), on the weights committed to the repository, so a change that breaks loading, conditioning,
+the swap or the dual guider shows here.
 """
 from __future__ import annotations
 
@@ -22,17 +23,36 @@ def test_weights_are_small_and_load_as_comfyui_models():
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     tp = toy()
-    total = sum((tp.WEIGHTS_DIR / f).stat().st_size for f in [*tp.MODEL_FILES.values(), tp.CLASSIFIER_FILE])
-    assert total < 8 * 2 ** 20, f"{total / 2 ** 20:.1f} MiB"
+    shipped = [*tp.WEIGHTS_DIR.glob("*.safetensors"), *tp.EVIDENCE_DIR.glob("*.safetensors")]
+    total = sum(f.stat().st_size for f in shipped)
+    assert total < 16 * 2 ** 20, f"{total / 2 ** 20:.1f} MiB"  # #19: every shipped pair, 16 MB in all
+    for path in tp.EVIDENCE_DIR.glob("*.safetensors"):
+        assert type(tp.load_toy_model("", path).model.diffusion_model) is UNetModel, path
     for which in tp.MODEL_FILES:
         patcher = tp.load_toy_model(which)
         assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
-        assert type(patcher.model) is comfy.model_base.BaseModel
         assert isinstance(patcher.model.diffusion_model, UNetModel)
         assert isinstance(patcher.model.latent_format, comfy.latent_formats.ChromaRadiance)
         assert patcher.model.model_type == comfy.model_base.ModelType.EPS
+        # the edit model is the host's own InstructPix2Pix class: it concatenates InstructPixToPixConditioning's image
+        expected = comfy.model_base.SD15_instructpix2pix if which == "edit" else comfy.model_base.BaseModel
+        assert type(patcher.model) is expected, which
+        assert patcher.model.diffusion_model.in_channels == (tp.EDIT_IN_CHANNELS if which == "edit" else 3)
     base, finetune = (tp.load_toy_model(w).model.diffusion_model.state_dict() for w in ("base", "finetune"))
     assert any(not torch.equal(base[k], finetune[k]) for k in base), "the fine-tune is the base"
+
+
+def test_edit_pairs_keep_everything_but_the_shape():
+    tp = toy()
+    source, target, labels = tp.draw_edits(64, torch.Generator().manual_seed(3))
+    classifier = tp.load_classifier()
+    with torch.no_grad():
+        source_class, target_class = classifier(source).argmax(1), classifier(target).argmax(1)
+    assert (target_class == labels).float().mean() > 0.95
+    assert (source_class != labels).all()
+    # the same drawing parameters: the background (a corner no shape reaches) is the same in each pair
+    assert torch.allclose(source[:, :, 0, 0], target[:, :, 0, 0], atol=1e-5)
+    assert (source - target).abs().amax(dim=(1, 2, 3)).min() > 0.1  # and the shape did change
 
 
 def test_classifier_recognises_held_out_real_shapes():
@@ -65,16 +85,64 @@ def test_condition_batch_cycles_through_the_list():
     assert torch.equal(cond[0], cond[2]) and not torch.equal(cond[0], cond[1])
 
 
-def test_evaluation_through_the_stock_ksampler_follows_the_condition():
-    """A small run of the evaluation: both stock CFG and prior swap draw the asked-for shapes."""
-    from evaluate_toy_pair import evaluate
+def test_class_samples_through_the_stock_ksampler_follow_the_condition():
+    """Both stock CFG and prior swap (prior = the base) draw the asked-for shapes; ∅ branches denoise real shapes."""
+    from support.toy_eval import ClassSampler, Judge, toy_and_nodes, uncond_errors
 
-    result = evaluate(per_class=3, gammas=(3.0,), steps=12, seed=7, log=lambda _: None)
-    rows = {(r["method"], r["gamma"]): r for r in result["rows"]}
-    assert result["settings"]["classifier_accuracy_on_real"] > 0.95
-    for key in (("stock CFG", 3.0), ("prior swap", 3.0)):
-        assert rows[key]["accuracy"] >= 0.6, rows[key]  # chance is 0.1
-    assert rows[("∅ only, base", None)]["accuracy"] is None
-    assert all(r["fd"] >= 0 for r in result["rows"])
+    tp, node_classes = toy_and_nodes()
+    judge = Judge(tp, real_count=500)
+    sampler = ClassSampler(tp, per_class=3, steps=12, seed=7)
+    finetune, base = tp.load_toy_model("finetune"), tp.load_toy_model("base")
+    empty = node_classes["PriorSwapToyCondition"].execute(tp.EMPTY)[0]
+    prior = node_classes["PriorFromModel"].execute(base, empty)[0]
+    swapped = node_classes["PriorSwapCFG"].execute(finetune, prior, 1.0, 0.0, 1.0)[0]
+    assert judge.accuracy_on_real > 0.95
+    for model in (finetune, swapped):
+        accuracy = float(judge.judge(sampler.sample(model, 3.0), sampler.labels).correct.float().mean())
+        assert accuracy >= 0.6, accuracy  # chance is 0.1
     # Both ∅ branches denoise real shapes: predicting ε = 0 would score 1.0, an untrained UNet about as much.
-    assert all(0 < loss < 0.05 for loss in result["uncond_loss"].values()), result["uncond_loss"]
+    for model in (finetune, base):
+        assert 0 < float(uncond_errors(model, tp, judge.real[:200]).mean()) < 0.05
+
+
+def test_edits_through_both_dual_guiders_follow_the_instruction():
+    """The edit model through ComfyUI's DualCFGGuider and through PriorSwapDualCFGGuider: the judge sees the
+    instructed shape far above chance, and the swapped result differs from the stock one."""
+    from support.toy_eval import EditSampler, Judge, toy_and_nodes
+
+    tp, node_classes = toy_and_nodes()
+    judge = Judge(tp, real_count=200)
+    sampler = EditSampler(tp, node_classes, count=30, steps=12, seed=7)
+    edit = tp.load_toy_model("edit")
+    prior = node_classes["PriorFromModel"].execute(tp.load_toy_model("base"),
+                                                   node_classes["PriorSwapToyCondition"].execute(tp.EMPTY)[0])[0]
+    stock = sampler.sample(edit, None, 7.5, 1.5)
+    swapped = sampler.sample(edit, prior, 7.5, 1.5)
+    for images in (stock, swapped):
+        accuracy = float(judge.judge(images, sampler.labels).correct.float().mean())
+        assert accuracy >= 0.5, accuracy  # chance is 0.1
+    assert float((stock - swapped).abs().max()) > 1e-2
+
+
+@pytest.mark.fast
+def test_bootstrap_pairs_settings_and_finds_only_real_differences():
+    """Identical settings differ by exactly 0; a clear shift is a difference whose interval excludes 0."""
+    from support.toy_eval import Samples, bootstrap
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(500, 4, generator=gen)
+
+    def runs(shift: float, hit_rate: float) -> list:
+        out = []
+        for seed in range(3):
+            g = torch.Generator().manual_seed(seed)
+            out.append(Samples(torch.rand(200, generator=g) < hit_rate, torch.randn(200, 4, generator=g) + shift))
+        return out
+
+    settings = {"a": runs(0.0, 0.5), "same": runs(0.0, 0.5), "shifted": runs(1.0, 0.9)}
+    table = bootstrap(settings, real, replicates=100, pairs=[("same", "a"), ("shifted", "a")])
+    assert table["same − a"]["accuracy"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert table["same − a"]["fd"]["low"] == table["same − a"]["fd"]["high"] == 0.0
+    assert table["shifted − a"]["accuracy"]["low"] > 0.3 and table["shifted − a"]["fd"]["low"] > 2.0
+    for cell in (table["a"]["accuracy"], table["a"]["fd"]):
+        assert cell["low"] <= cell["value"] <= cell["high"]

@@ -58,9 +58,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "fp8_prior_eval.json")
     args = parser.parse_args()
 
-    import evaluate_toy_pair as ev
+    from support.toy_eval import REAL_SEED, toy_and_nodes
 
-    toy, pack_nodes = ev._toy_and_nodes()
+    toy, pack_nodes = toy_and_nodes()
     import torch
     import nodes  # ComfyUI's stock KSampler
 
@@ -73,7 +73,7 @@ def main() -> int:
     latent = {"samples": torch.zeros(count, 3, toy.IMAGE_SIZE, toy.IMAGE_SIZE)}
     classifier = toy.load_classifier()
     with torch.no_grad():
-        real = toy.draw_shapes(torch.arange(2000) % len(toy.CLASSES), torch.Generator().manual_seed(ev.REAL_SEED))
+        real = toy.draw_shapes(torch.arange(2000) % len(toy.CLASSES), torch.Generator().manual_seed(REAL_SEED))
         real_features = classifier.features(real)
 
     def scored(model, gamma: float) -> dict:
