@@ -272,6 +272,22 @@ def test_toy_pair_saves_stock_and_swap_batches(runs, object_info):
     assert differ == len(stock), "prior swap gave some stock images"
 
 
+def test_toy_edit_saves_sources_and_both_edits(runs, object_info):
+    """The toy edit workflow (#19): sources drawn by the fine-tune, each edited by DualCFGGuider and by
+    PriorSwapDualCFGGuider with the same noise; the two edits differ."""
+    name = "prior_swap_toy_edit"
+    prompt = convert(load(name), object_info)
+    saves = {n["inputs"]["filename_prefix"]: i for i, n in prompt.items() if n["class_type"] == "SaveImage"}
+    result = runs(name)
+    count = len(workflow_defs.TOY_EDIT_SOURCES.split(","))
+    batches = [result[saves[f"prior_swap/toy_edit_{kind}"]] for kind in ("source", "stock", "swap")]
+    assert [len(b) for b in batches] == [count] * 3
+    for a, b in zip(batches[1], batches[2]):
+        with Image.open(a) as im_a, Image.open(b) as im_b:
+            assert im_a.size == im_b.size == (128, 128)
+            assert im_a.tobytes() != im_b.tobytes(), "prior swap gave the stock edit"
+
+
 # -- the other families: Wan 2.1 I2V, Qwen-Image-Edit, PixArt-α as prior of SD1.5, SDXL -----------------
 
 FAMILY_WORKFLOWS = {  # name → (size of the saved image, frames)

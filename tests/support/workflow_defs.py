@@ -350,10 +350,66 @@ Pixel space: *Load VAE* → `pixel_space` decodes, *Empty Chroma Radiance Latent
     swapped = g.add("KSampler", col=3, title="Prior swap CFG", model=swap[0], **common)
     vae = g.add("VAELoader", col=2, vae_name="pixel_space")
     for label, sampler, prefix in (("Stock CFG", stock, "toy_stock"), ("Prior swap", swapped, "toy_swap")):
-        image = g.add("VAEDecode", col=4, samples=sampler[0], vae=vae[0])
-        big = g.add("ImageScaleBy", col=4, title=f"{label} ×8", image=image[0], upscale_method="nearest-exact",
-                    scale_by=8.0)
-        g.add("SaveImage", col=5, title=f"Save: {label}", images=big[0], filename_prefix=f"prior_swap/{prefix}")
+        _toy_save(g, sampler[0], vae, label, prefix, col=4)
+
+
+def _toy_save(g: UIGraph, samples, vae, label: str, prefix: str, *, col: int):
+    """Decode a toy latent (pixel space), scale it ×8 (nearest) so 16 px can be seen, save it; returns the decode."""
+    image = g.add("VAEDecode", col=col, samples=samples, vae=vae[0])
+    big = g.add("ImageScaleBy", col=col, title=f"{label} ×8", image=image[0], upscale_method="nearest-exact",
+                scale_by=8.0)
+    g.add("SaveImage", col=col + 1, title=f"Save: {label}", images=big[0], filename_prefix=f"prior_swap/{prefix}")
+    return image
+
+
+TOY_EDIT_SOURCES = "disk, square, triangle, plus"
+TOY_EDIT_INSTRUCTION = "ring"
+
+
+def toy_edit(g: UIGraph) -> None:
+    g.note(f"""## The toy edit model: DualCFGGuider vs Prior Swap Dual CFG (IP2P-style), no downloads
+
+**Checkpoints**: none to download. The pack ships, in `py/toy_pair/` (see docs/evidence.md), an
+InstructPix2Pix-style **edit** model: a fine-tune of the toy **base** whose 3 extra input channels take the
+source image (through the stock *InstructPixToPixConditioning*); the condition is the instruction
+"make it a <shape>". It was trained as IP2P is, dropping the image, the instruction or both.
+
+First the toy fine-tune draws the sources ({TOY_EDIT_SOURCES}); then each is edited into a
+**{TOY_EDIT_INSTRUCTION}** twice, with the same noise: by ComfyUI's *DualCFGGuider* and by *Prior Swap Dual
+CFG Guider*, whose fully unconditional term (∅ image, ∅ instruction) comes from the base, paper Eq. 9:
+
+`prior(∅) + γ_I·(ft(img, ∅) − prior(∅)) + γ_T·(ft(img, txt) − ft(img, ∅))`
+
+Paper defaults: γ_T (cfg_conds) 7.5, γ_I (cfg_cond2_negative) 1.5.""", size=(460, 440))
+    finetune = g.add("PriorSwapToyModelLoader", col=0, title="Fine-tune (toy): draws the sources", model="finetune")
+    base = g.add("PriorSwapToyModelLoader", col=0, title="Prior: base (toy)", model="base")
+    edit = g.add("PriorSwapToyModelLoader", col=0, title="Edit model (toy, IP2P-style)", model="edit")
+    empty = g.add("PriorSwapToyCondition", col=1, title="∅", shapes="empty")
+    sources = g.add("PriorSwapToyCondition", col=1, title="Sources", shapes=TOY_EDIT_SOURCES)
+    instruction = g.add("PriorSwapToyCondition", col=1, title="Instruction: make it a …",
+                        shapes=TOY_EDIT_INSTRUCTION)
+    latent = g.add("EmptyChromaRadianceLatentImage", col=1, width=16, height=16,
+                   batch_size=len(TOY_EDIT_SOURCES.split(",")))
+    vae = g.add("VAELoader", col=1, vae_name="pixel_space")
+    prior = g.add("PriorFromModel", col=2, model=base[0], negative=empty[0])
+    drawn = g.add("KSampler", col=2, title="Draw the sources", model=_prior_swap(g, finetune[0], prior, col=2)[0],
+                  seed=7, steps=20, cfg=TOY_GAMMA, sampler_name="euler", scheduler="normal", positive=sources[0],
+                  negative=empty[0], latent_image=latent[0], denoise=1.0)
+    source = _toy_save(g, drawn[0], vae, "Sources", "toy_edit_source", col=3)
+    cond = g.add("InstructPixToPixConditioning", col=3, positive=instruction[0], negative=empty[0], vae=vae[0],
+                 pixels=source[0])
+    dual = dict(model=edit[0], cond1=cond[0], cond2=cond[1], negative=empty[0], cfg_conds=7.5,
+                cfg_cond2_negative=1.5, style="regular")
+    stock = g.add("DualCFGGuider", col=4, title="DualCFGGuider (stock)", **dual)
+    swap = g.add("PriorSwapDualCFGGuider", col=4, title="Prior Swap Dual CFG (γ_T 7.5, γ_I 1.5)", node_width=360,
+                 prior=prior[0], prior_weight=1.0, start_percent=0.0, end_percent=1.0, **dual)
+    for label, guider, prefix in (("Stock dual CFG", stock, "toy_edit_stock"), ("Prior swap", swap, "toy_edit_swap")):
+        noise = g.add("RandomNoise", col=5, noise_seed=42)
+        select = g.add("KSamplerSelect", col=5, sampler_name="euler")
+        sigmas = g.add("BasicScheduler", col=5, model=edit[0], scheduler="normal", steps=20, denoise=1.0)
+        sample = g.add("SamplerCustomAdvanced", col=6, title=label, noise=noise[0], guider=guider[0],
+                       sampler=select[0], sigmas=sigmas[0], latent_image=cond[2])
+        _toy_save(g, sample[0], vae, label, prefix, col=7)
 
 
 def wan21_i2v(g: UIGraph) -> None:
@@ -521,6 +577,7 @@ WORKFLOW_BUILDERS: dict[str, Callable[[UIGraph], None]] = {
     "prior_swap_gamma_sweep_sd15": gamma_sweep_sd15,
     "prior_swap_insight_sd15": insight_sd15,
     "prior_swap_toy_pair": toy_pair,
+    "prior_swap_toy_edit": toy_edit,
     "prior_swap_wan21_i2v_t2v_prior": wan21_i2v,
     "prior_swap_qwen_image_edit": qwen_image_edit,
     "prior_swap_pixart_prior_sd15": pixart_prior_sd15,
