@@ -234,7 +234,7 @@ One image: **left** the fine-tune with stock CFG, **right** the same seed with t
 - `{SD15_FINETUNE}`: the SD1.5 fine-tune
 - `{SD15_BASE}`: the prior, Stable Diffusion 1.5 base
 
-`python3 tests/host.py demo` runs this workflow.""", size=(440, 300))
+`python3 tools/host.py demo` runs this workflow.""", size=(440, 300))
     ckpt, prior, pos, neg, latent = _sd15_text2img(g)
     swap = _prior_swap(g, ckpt[0], prior, col=2)
     common = dict(seed=42, steps=20, cfg=7.5, sampler_name="euler", scheduler="normal", positive=pos[0],
@@ -325,16 +325,16 @@ def toy_pair(g: UIGraph) -> None:
     g.note(f"""## The toy pair: stock CFG vs Prior Swap, no downloads
 
 **Checkpoints**: none to download. The pack ships a small pair trained by this project on 16×16 coloured
-shapes, in `py/toy_pair/` (see README, *Evidence*):
-an unconditional **base** and a class-conditional **fine-tune** of it, trained with CFG dropout on little
-data, whose own unconditional prediction has degraded — the paper's setting ({PAPER}).
+shapes, in `py/toy_pair/` (see docs/evidence.md):
+an unconditional **base** and a class-conditional **fine-tune** of it, trained with CFG dropout on a narrow
+fixed set — the paper's setting ({PAPER}).
 
 Both KSamplers share every setting; the second one's MODEL takes CFG's uncond from the base, Eq. 7:
 {EQ7}
 
 The batch cycles through the shapes of *Toy Pair Condition* ({TOY_SHAPES}): {TOY_NOISES} noises each.
 Pixel space: *Load VAE* → `pixel_space` decodes, *Empty Chroma Radiance Latent Image* is the empty latent.
-`python3 tests/host.py demo` runs this workflow and writes a labelled grid.""", size=(460, 400))
+`python3 tools/host.py demo` runs this workflow and writes a labelled grid.""", size=(460, 400))
     finetune = g.add("PriorSwapToyModelLoader", col=0, title="Fine-tune (toy)", model="finetune")
     base = g.add("PriorSwapToyModelLoader", col=0, title="Prior: base (toy)", model="base")
     empty = g.add("PriorSwapToyCondition", col=1, title="∅ (negative)", shapes="empty")
