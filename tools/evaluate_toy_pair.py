@@ -42,9 +42,9 @@ SWEEP_PRIORS = ("base_step100", "base_step300", "base_step1000", "base", "small"
 EDIT_GRID = ((7.5, 1.5), (5.0, 1.5), (10.0, 1.5), (7.5, 1.0), (7.5, 2.0))
 
 
-def evaluate(per_class: int = 10, gammas: tuple = (1.5, 3.0, 7.5), sweep_gamma: float = 3.0,
-             edit_grid: tuple = EDIT_GRID, edits: int = 40, steps: int = 12, seeds: tuple = SEEDS,
-             sweep_priors: tuple = SWEEP_PRIORS, weights_dir: Path | None = None, replicates: int = 300,
+def evaluate(per_class: int = 25, gammas: tuple = (1.5, 3.0, 5.0, 7.5), sweep_gamma: float = 3.0,
+             edit_grid: tuple = EDIT_GRID, edits: int = 100, steps: int = 20, seeds: tuple = SEEDS,
+             sweep_priors: tuple = SWEEP_PRIORS, weights_dir: Path | None = None, replicates: int = 400,
              log=print) -> dict:
     """Every measurement; returns a JSON-able dict of tables (values with their intervals) and settings."""
     toy, node_classes = toy_and_nodes()
@@ -107,6 +107,8 @@ def evaluate(per_class: int = 10, gammas: tuple = (1.5, 3.0, 7.5), sweep_gamma: 
             log(f"[toy eval] sweep prior {name} done ({time.time() - t0:.0f}s)")
     pairs = [(f"prior swap γ{g:g}", f"stock CFG γ{g:g}") for g in gammas]
     pairs += [(f"prior {n} γ{sweep_gamma:g}", f"stock CFG γ{sweep_gamma:g}") for n in sweep_priors if n != "base"]
+    if "base" in sweep_priors:  # each sweep prior against the final base: is a weaker prior better or worse?
+        pairs += [(f"prior {n} γ{sweep_gamma:g}", f"prior swap γ{sweep_gamma:g}") for n in sweep_priors if n != "base"]
     classes = bootstrap(settings, judge.real_features, replicates=replicates, pairs=pairs)
 
     # 4. edits
@@ -188,6 +190,13 @@ def tables(result: dict) -> str:
         d = c[f"{key} − stock CFG γ{g:g}"]
         lines.append(f"| {name} | {_ci(err[name], 5)} | {_ci(c[key]['accuracy'])} | {_gain(d['accuracy'], False)} | "
                      f"{_ci(c[key]['fd'], 1)} | {_gain(d['fd'], True, 1)} |")
+    if "base" in s["sweep_priors"]:
+        lines += ["", f"Each prior against the final base as prior (same γ {g:g}, same noise):", "",
+                  "| prior | Δ accuracy vs the base as prior | Δ FD vs the base as prior |", "|---|---|---|"]
+        for name in sorted(s["sweep_priors"], key=lambda n: -err[n]["value"]):
+            if name != "base":
+                d = c[f"prior {name} γ{g:g} − prior swap γ{g:g}"]
+                lines.append(f"| {name} | {_gain(d['accuracy'], False)} | {_gain(d['fd'], True, 1)} |")
     lines += ["", "### 4. Edits: DualCFGGuider vs PriorSwapDualCFGGuider (prior = base)", "",
               "| γ_T, γ_I | edit accuracy, stock ↑ | swap ↑ | Δ | error to the true edit, stock ↓ | swap ↓ | Δ | "
               "FD, stock ↓ | swap ↓ | Δ |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -249,7 +258,8 @@ def _panel(draw, font, box, xs, series, y_label, x_label, ticks):
 
 
 def plots(result: dict, out: Path) -> list[Path]:
-    """Three PNGs: γ sweep of the class pair, gain against the prior's ∅ error, edits over the grid."""
+    """Three PNGs: γ sweep of the class pair, gain against the prior's ∅ error, edits over the grid.
+    (Labels in ASCII: PIL's default font has no Greek letters.)"""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
@@ -272,26 +282,27 @@ def plots(result: dict, out: Path) -> list[Path]:
     figure("toy_eval_classes.png", "Class fine-tune through ComfyUI: stock CFG vs prior swap (95 % intervals)",
            [(gammas, [("stock CFG", stock, [c[f"stock CFG γ{g:g}"][k] for g in gammas]),
                       ("prior swap", swap, [c[f"prior swap γ{g:g}"][k] for g in gammas])],
-             label, "guidance scale γ", ticks)
+             label, "guidance scale (KSampler cfg)", ticks)
             for k, label in (("accuracy", "condition accuracy (higher is better)"),
                              ("fd", "FD to real shapes (lower is better)"))])
     g = s["sweep_gamma"]
     err = result["premise"]["uncond_error"]
-    names = sorted(s["sweep_priors"], key=lambda n: err[n]["value"])
-    xs = [err[n]["value"] for n in names]
+    names = sorted(s["sweep_priors"], key=lambda n: -err[n]["value"])  # worst prior left, best right
+    xs = list(range(len(names)))
     keys = [f"prior swap γ{g:g}" if n == "base" else f"prior {n} γ{g:g}" for n in names]
-    figure("toy_eval_sweep.png", f"Gain over stock CFG at γ {g:g} against the prior's held-out ∅ error",
-           [(xs, [("prior swap − stock", swap, [c[f"{k} − stock CFG γ{g:g}"][key] for k in keys])],
-             label, "prior's held-out ∅ ε-error (left: better prior)", [(x, n) for x, n in zip(xs, names)])
-            for key, label in (("accuracy", "Δ condition accuracy (above 0: gain)"),
-                               ("fd", "Δ FD (below 0: gain)"))])
+    ticks = [(x, f"{n} ({err[n]['value']:.4f})") for x, n in zip(xs, names)]
+    figure("toy_eval_sweep.png", f"Gain over stock CFG at cfg {g:g}, priors ordered by their held-out error",
+           [(xs, [("prior swap minus stock CFG", swap, [c[f"{k} − stock CFG γ{g:g}"][key] for k in keys])],
+             label, "prior (its held-out eps-error of the empty condition; right: better)", ticks)
+            for key, label in (("accuracy", "change in condition accuracy (above 0: gain)"),
+                               ("fd", "change in FD (below 0: gain)"))])
     grid = s["edit_grid"]
     xs = list(range(len(grid)))
-    ticks = [(k, f"{t:g}/{i:g}") for k, (t, i) in enumerate(grid)]
+    ticks = [(k, f"{t:g} / {i:g}") for k, (t, i) in enumerate(grid)]
     figure("toy_eval_edits.png", "Edits: DualCFGGuider vs PriorSwapDualCFGGuider (95 % intervals)",
            [(xs, [("DualCFGGuider", stock, [e[f"DualCFGGuider γ_T {t:g} γ_I {i:g}"][k] for t, i in grid]),
                   ("prior swap", swap, [e[f"prior swap γ_T {t:g} γ_I {i:g}"][k] for t, i in grid])],
-             label, "γ_T / γ_I", ticks)
+             label, "cfg_conds / cfg_cond2_negative (text / image guidance)", ticks)
             for k, label in (("accuracy", "edit accuracy (higher is better)"),
                              ("error", "squared error to the true edit (lower is better)"),
                              ("fd", "FD to real shapes (lower is better)"))])
@@ -300,13 +311,13 @@ def plots(result: dict, out: Path) -> list[Path]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # The defaults keep a CPU run of a 2-core machine within minutes; more samples narrow the intervals.
-    parser.add_argument("--per-class", type=int, default=10, help="class samples per class and training seed")
-    parser.add_argument("--edits", type=int, default=40, help="edits per training seed")
-    parser.add_argument("--gammas", default="1.5,3,7.5")
+    # The defaults keep a CPU run of an idle 2-core machine under 15 minutes; more samples narrow the intervals.
+    parser.add_argument("--per-class", type=int, default=25, help="class samples per class and training seed")
+    parser.add_argument("--edits", type=int, default=100, help="edits per training seed")
+    parser.add_argument("--gammas", default="1.5,3,5,7.5")
     parser.add_argument("--sweep-gamma", type=float, default=3.0)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--replicates", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--replicates", type=int, default=400)
     parser.add_argument("--sweep-priors", default=",".join(SWEEP_PRIORS),
                         help="the sweep's priors: base, base_stepN (the base's checkpoints), small")
     parser.add_argument("--weights", type=Path, help="a folder of trained toy models (default: the shipped ones)")
