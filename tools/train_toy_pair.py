@@ -38,7 +38,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -70,11 +69,12 @@ def output_path(tp, out: Path, stage: str, seed: int = 0, step: int | None = Non
 class Trainer:
     """ε-prediction training of one UNet: AdamW, warm-up, gradient clipping, an EMA copy; bf16 autocast on a GPU."""
 
-    def __init__(self, tp, unet, device, batch: int, lr: float, seed: int, ema_decay: float,
-                 log: Callable[[str], None]) -> None:
+    def __init__(self, tp, unet, device, lr: float, seed: int, ema_decay: float) -> None:
+        import contextlib
+
         import torch
 
-        self.tp, self.device, self.batch, self.log = tp, device, batch, log
+        self.device = device
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.acp = tp.alphas_cumprod().to(device)
         self.unet = unet
@@ -83,8 +83,8 @@ class Trainer:
         fused = {"fused": True} if device.type == "cuda" else {}
         self.opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0, **fused)
         self.lr = lr
-        self.forward = unet
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" \
+            else contextlib.nullcontext
         self.step_count = 0
 
     def step(self, x0, context, concat=None, warmup: int = 300) -> float | None:
@@ -99,11 +99,8 @@ class Trainer:
         net_in = x_t if concat is None else torch.cat([x_t, concat], dim=1)
         for group in self.opt.param_groups:
             group["lr"] = self.lr * min(1.0, (self.step_count + 1) / warmup)
-        if self.autocast is not None:
-            with self.autocast:
-                pred = self.forward(net_in, t.float(), context)
-        else:
-            pred = self.forward(net_in, t.float(), context)
+        with self.autocast():
+            pred = self.unet(net_in, t.float(), context)
         loss = torch.nn.functional.mse_loss(pred.float(), noise)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -177,8 +174,7 @@ def train_unconditional(tp, args, device, log, *, name: str, unet_config: dict, 
     pool, _ = draw_pool(tp, args.pool, args.seed + 200, device)
     held_out, _ = draw_pool(tp, 4096, HELD_OUT_SEED, device)
     unet = tp.new_unet(device, unet_config)
-    trainer = Trainer(tp, unet, device, args.batch, lr, args.seed + (210 if name == "base" else 220),
-                      args.base_ema, log)
+    trainer = Trainer(tp, unet, device, lr, args.seed + (210 if name == "base" else 220), args.base_ema)
     empty = tp.class_context(torch.full((args.batch,), len(tp.CLASSES), device=device))
     curve, t0 = [], time.time()
     probe = sorted({*checkpoints, *range(0, steps + 1, max(1, steps // 20)), steps})
@@ -226,8 +222,7 @@ def train_finetune(tp, args, device, log) -> None:
     labels = torch.arange(args.finetune_images * len(tp.CLASSES), device=device) % len(tp.CLASSES)
     images = tp.draw_shapes(labels, gen)
     unet = _from_base(tp, args, device, tp.UNET_CONFIG)
-    trainer = Trainer(tp, unet, device, args.finetune_batch, args.finetune_lr, args.seed + 400 + 17 * args.train_seed,
-                      args.finetune_ema, log)
+    trainer = Trainer(tp, unet, device, args.finetune_lr, args.seed + 400 + 17 * args.train_seed, args.finetune_ema)
     empty = len(tp.CLASSES)
     for step in range(args.finetune_steps):
         idx = torch.randint(0, images.shape[0], (args.finetune_batch,), device=device, generator=trainer.gen)
@@ -247,8 +242,7 @@ def train_edit(tp, args, device, log) -> None:
     source, target, target_labels = tp.draw_edits(args.edit_images, gen, device)
     config = dict(tp.UNET_CONFIG, in_channels=tp.EDIT_IN_CHANNELS)
     unet = _from_base(tp, args, device, config)
-    trainer = Trainer(tp, unet, device, args.finetune_batch, args.finetune_lr, args.seed + 600 + 17 * args.train_seed,
-                      args.finetune_ema, log)
+    trainer = Trainer(tp, unet, device, args.finetune_lr, args.seed + 600 + 17 * args.train_seed, args.finetune_ema)
     empty = len(tp.CLASSES)
     for step in range(args.edit_steps):
         idx = torch.randint(0, source.shape[0], (args.finetune_batch,), device=device, generator=trainer.gen)
