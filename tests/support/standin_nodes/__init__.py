@@ -111,20 +111,26 @@ def latent_shape(family: str, width: int, height: int, length: int, batch_size: 
     return shape + [height // down, width // down]
 
 
-class PriorSwapTestConditioning:
-    DESCRIPTION = "Test stand-in for a family's text encoder: CONDITIONING with its shapes and extra keys."
+class _StandIn:
+    """A V1 test node: its required inputs are the class's ``REQUIRED``."""
     CATEGORY = "testing/prior_swap"
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "encode"
+    REQUIRED: dict = {}
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "family": (sorted(FAMILIES),),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
-            "tokens": ("INT", {"default": 8, "min": 1, "max": 4096}),
-            "empty": ("BOOLEAN", {"default": False}),
-        }}
+        return {"required": cls.REQUIRED}
+
+
+class PriorSwapTestConditioning(_StandIn):
+    DESCRIPTION = "Test stand-in for a family's text encoder: CONDITIONING with its shapes and extra keys."
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    REQUIRED = {
+        "family": (sorted(FAMILIES),),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+        "tokens": ("INT", {"default": 8, "min": 1, "max": 4096}),
+        "empty": ("BOOLEAN", {"default": False}),
+    }
 
     def encode(self, family: str, seed: int, tokens: int, empty: bool):
         return (conditioning(family, seed, tokens, empty),)
@@ -154,9 +160,8 @@ def wan_i2v(positive: list, negative: list, width: int, height: int, length: int
     return positive, negative, {"samples": latent}
 
 
-class _ConditioningPairNode:
+class _ConditioningPairNode(_StandIn):
     """A stand-in for a host node that adds an image's conditioning to positive and negative and returns a latent."""
-    CATEGORY = "testing/prior_swap"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
     RETURN_NAMES = ("positive", "negative", "latent")
     FUNCTION = "apply"
@@ -165,20 +170,17 @@ class _ConditioningPairNode:
 class PriorSwapTestWanI2V(_ConditioningPairNode):
     DESCRIPTION = ("Test stand-in for WanImageToVideo with a start image and CLIP-vision output: the same "
                    "conditioning keys on positive and negative, seeded tensors instead of the VAE/CLIP-vision.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "positive": ("CONDITIONING",),
-            "negative": ("CONDITIONING",),
-            "width": ("INT", {"default": 16, "min": 8, "max": 4096, "step": 8}),
-            "height": ("INT", {"default": 16, "min": 8, "max": 4096, "step": 8}),
-            "length": ("INT", {"default": 1, "min": 1, "max": 1024, "step": 1}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
-            "start_frames": ("INT", {"default": 1, "min": 1, "max": 1024}),
-            "clip_vision": ("BOOLEAN", {"default": True}),
-        }}
+    REQUIRED = {
+        "positive": ("CONDITIONING",),
+        "negative": ("CONDITIONING",),
+        "width": ("INT", {"default": 16, "min": 8, "max": 4096, "step": 8}),
+        "height": ("INT", {"default": 16, "min": 8, "max": 4096, "step": 8}),
+        "length": ("INT", {"default": 1, "min": 1, "max": 1024, "step": 1}),
+        "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+        "start_frames": ("INT", {"default": 1, "min": 1, "max": 1024}),
+        "clip_vision": ("BOOLEAN", {"default": True}),
+    }
 
     def apply(self, positive, negative, width, height, length, batch_size, seed, start_frames, clip_vision):
         return wan_i2v(positive, negative, width, height, length, batch_size, seed, start_frames, clip_vision)
@@ -195,31 +197,24 @@ def instruct_pix2pix(positive: list, negative: list, concat_latent: torch.Tensor
 class PriorSwapTestInstructPix2Pix(_ConditioningPairNode):
     DESCRIPTION = ("Test stand-in for InstructPixToPixConditioning with the image already encoded: "
                    "concat_latent_image on positive and negative, and an empty latent of the image's shape.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "latent": ("LATENT",)}}
+    REQUIRED = {"positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "latent": ("LATENT",)}
 
     def apply(self, positive, negative, latent):
         return instruct_pix2pix(positive, negative, latent["samples"])
 
 
-class PriorSwapTestLatent:
+class PriorSwapTestLatent(_StandIn):
     DESCRIPTION = "Test stand-in for a VAE-encoded image or video: a seeded LATENT of the family's shape."
-    CATEGORY = "testing/prior_swap"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "make"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "family": (sorted(LATENTS),),
-            "width": ("INT", {"default": 16, "min": 8, "max": 4096, "step": 8}),
-            "height": ("INT", {"default": 16, "min": 8, "max": 4096, "step": 8}),
-            "length": ("INT", {"default": 1, "min": 1, "max": 1024}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
-        }}
+    REQUIRED = {
+        "family": (sorted(LATENTS),),
+        "width": ("INT", {"default": 16, "min": 8, "max": 4096, "step": 8}),
+        "height": ("INT", {"default": 16, "min": 8, "max": 4096, "step": 8}),
+        "length": ("INT", {"default": 1, "min": 1, "max": 1024}),
+        "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+    }
 
     def make(self, family, width, height, length, batch_size, seed):
         shape = latent_shape(family, width, height, length, batch_size)
