@@ -7,9 +7,9 @@ given by the stock ``InstructPixToPixConditioning`` through the ``pixel_space`` 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from support.comfy_env import import_comfy, pack_module
 
@@ -31,8 +31,6 @@ class Samples:
     correct: Any  # bool tensor [N] or None
     features: Any  # [N, D]
     error: Any = None  # float tensor [N] or None
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class Judge:
@@ -49,7 +47,7 @@ class Judge:
             self.real_features = self.classifier.features(self.real)
             self.accuracy_on_real = (self.classifier(self.real).argmax(1) == labels).float().mean().item()
 
-    def judge(self, images, labels=None, answers=None, seconds: float = 0.0) -> Samples:
+    def judge(self, images, labels=None, answers=None) -> Samples:
         """Score images in [-1, 1]: the class they show against ``labels``; squared error to ``answers``."""
         import torch
 
@@ -58,7 +56,7 @@ class Judge:
             features = self.classifier.features(images)
             correct = None if labels is None else self.classifier.head(features).argmax(1) == labels
         error = None if answers is None else (images - answers).pow(2).mean(dim=(1, 2, 3))
-        return Samples(correct, features, error, seconds)
+        return Samples(correct, features, error)
 
 
 def uncond_errors(patcher, toy, real, seed: int = 0, concat: bool = False):
@@ -239,14 +237,6 @@ def interval_mean(values, replicates: int = 1000, seed: int = 0) -> dict:
 def interval_difference(a, b, replicates: int = 1000, seed: int = 0) -> dict:
     """Mean of ``a − b`` over paired items (same image, noise and level) with a bootstrap 95 % interval."""
     return interval_mean(a.double() - b.double(), replicates, seed)
-
-
-def timed(fn: Callable, *args, **kwargs):
-    """``fn``'s result and the seconds it took."""
-    import time
-
-    t0 = time.time()
-    return fn(*args, **kwargs), time.time() - t0
 
 
 def weights(toy, name: str, seed: int = 0, weights_dir: Path | None = None) -> Path:
