@@ -229,14 +229,11 @@ def weights_path(which: str) -> Path:
     return WEIGHTS_DIR / MODEL_FILES[which]
 
 
-def unet_config_of(path: Path) -> dict[str, Any]:
-    """The UNet config a toy weights file was trained with (its metadata; the default config without it)."""
+def unet_config_of(metadata: dict | None) -> dict[str, Any]:
+    """The UNet config a toy weights file was trained with, from its safetensors metadata (default without it)."""
     import json
 
-    import safetensors
-
-    with safetensors.safe_open(str(path), framework="pt") as f:
-        text = (f.metadata() or {}).get(CONFIG_METADATA_KEY)
+    text = (metadata or {}).get(CONFIG_METADATA_KEY)
     return dict(UNET_CONFIG, **json.loads(text)) if text else dict(UNET_CONFIG)
 
 
@@ -262,8 +259,8 @@ def load_toy_model(which: str, path: Path | None = None) -> Any:
     if not path.is_file():
         raise PriorSwapError(f"The toy pair's weights are missing: {path}. Train them with "
                              "`python3 tools/train_toy_pair.py` (see docs/evidence.md) or restore the file from git.")
-    state_dict = comfy.utils.load_torch_file(str(path), safe_load=True)
-    config = toy_model_config(unet_config_of(path))
+    state_dict, metadata = comfy.utils.load_torch_file(str(path), safe_load=True, return_metadata=True)
+    config = toy_model_config(unet_config_of(metadata))
     load_device = mm.get_torch_device()
     dtype = mm.unet_dtype(model_params=sum(t.numel() for t in state_dict.values()),
                           supported_dtypes=config.supported_inference_dtypes)
