@@ -139,5 +139,6 @@ def test_benchmark_fp8_variant_cpu_smoke(tmp_path):
     # ComfyUI held the fine-tune and the fp8 prior, fully (the CPU has no budget to fit)
     held = {entry["model"]: entry for entry in r["swap_fp8_loaded"]}
     assert {"finetune", "prior_fp8"} <= set(held) and not r["swap_fp8_offloaded"]
+    assert "prior" not in held  # blocked: the fp16 prior of the swap block before was unloaded, not kept beside
     assert held["prior_fp8"]["loaded_MiB"] == held["prior_fp8"]["total_MiB"] == r["weights_MiB_prior_fp8"]
     assert r["swap_fp8_fastpath"]["eager_reasons"] == {"not on a CUDA device": 4}

@@ -31,7 +31,9 @@ loaded vs total MiB, ``partial`` where ComfyUI loaded it in part and streams the
 eager calls with their reasons (``<variant>_fastpath``). With ``--simulate-vram-gb`` (a smaller card: ComfyUI's
 ``--reserve-vram``, one budget per process) the variants run one after the other (``--order blocked``: a
 variant's first run, then its repeats), as a user runs one setting, instead of interleaved: interleaving two
-settings that do not both fit would reload weights between runs and time the reloads.
+settings that do not both fit would reload weights between runs and time the reloads. Every model is unloaded
+before each block, so what the variant before left loaded in part (an fp16 prior beside the fp8 one) does not
+take the budget of the next.
 """
 from __future__ import annotations
 
@@ -248,6 +250,9 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         phases = [[v] for v in variants]
     frozen: set = set()
     for phase in phases:
+        if blocked:  # as a user who runs only this setting: nothing of the variant before stays loaded in part
+            mm.unload_all_models()  # (its graphs go with its models: the fast path's ON_DETACH callback)
+            mm.soft_empty_cache()
         for label, m, env in phase:  # first run: loads the models, captures the CUDA graphs
             if label in first:
                 continue
