@@ -56,7 +56,8 @@ MAX_GRAPHS = 8  # per patched model, over both models and all shapes
 MAX_CAPTURES_PER_RUN = 4  # a run with ever-changing shapes stays eager instead of capturing each step
 
 
-def _fully_loaded(base_model: Any) -> bool:
+def fully_loaded(base_model: Any) -> bool:
+    """Whether ComfyUI holds all of a BaseModel's weights on its device (no lowvram streaming of the rest)."""
     return (not getattr(base_model, "model_lowvram", False)
             and getattr(base_model, "lowvram_patch_counter", 0) == 0)
 
@@ -407,7 +408,7 @@ def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: d
 
     if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_cuda:
         return "not on a CUDA device"
-    if not _fully_loaded(base_model):
+    if not fully_loaded(base_model):
         return "model partly loaded (lowvram)"
     if _weight_hooks(base_model):
         return "weight hooks"

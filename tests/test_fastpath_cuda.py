@@ -344,3 +344,34 @@ def test_torch_compile_model_steps_aside_and_equals_eager(config, env):
     print(f"TorchCompileModel: replays {cache.replays}, eager {cache.eager} {cache.eager_reasons}")
     assert torch.isfinite(on).all() and _rel(on, off) < TOL
     assert cache.replays == 0 and cache.eager_reasons == {"another APPLY_MODEL wrapper": 2 * STEPS}
+
+
+def test_pair_that_does_not_fit_is_streamed_equal_and_said(config, env, monkeypatch, caplog):
+    """A card too small for both models (what ComfyUI's --reserve-vram sets: EXTRA_RESERVED_VRAM): ComfyUI loads
+    the pair in part and streams the rest, the fast path steps aside, the image equals the fully loaded pair's,
+    and the run's log says which model was streamed and what would fit (#20)."""
+    import logging
+
+    import comfy.model_management as mm
+
+    ft, prior_model = _pair(config, 41)
+    swapped = _swapped(config, ft, prior_model)
+    with caplog.at_level(logging.WARNING, logger="prior_swap_cfg"):
+        full = _sample(config, swapped)
+    assert "did not fit in VRAM" not in caplog.text  # both fit on this card
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+    free = mm.get_free_memory(torch.device("cuda", 0))
+    # ComfyUI keeps minimum_inference_memory() (0.8 GB + the reserve) free: leave room for the fine-tune and half
+    # the prior's weights beside it.
+    room = ft.model_size() + prior_model.model_size() // 2
+    monkeypatch.setattr(mm, "EXTRA_RESERVED_VRAM", free - room - int(0.8 * 1024**3))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="prior_swap_cfg"):
+        streamed = _sample(config, swapped)
+    cache = _cache(swapped)
+    mm.unload_all_models()
+    print(f"streamed: {cache.eager_reasons}; {caplog.text.strip()}")
+    assert cache.eager_reasons.get("model partly loaded (lowvram)"), cache.eager_reasons
+    assert "did not fit in VRAM" in caplog.text and "fp8_e4m3fn" in caplog.text
+    assert torch.isfinite(streamed).all() and _rel(streamed, full) < TOL
