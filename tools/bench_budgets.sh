@@ -13,6 +13,7 @@
 # (stock's batch-2 forward and the swap's batch-1 forward, ComfyUI's UNet compiles in ~25 graphs): expected
 # 2-4 minutes each, limit 9. On a device with a 10-minute limit per command run them in groups, e.g.
 #   tools/bench_budgets.sh out/b sdxl_8gb sdxl_12gb sdxl_16gb sd15_4gb
+#   tools/bench_budgets.sh out/b sdxl_8gb_ssd1b sdxl_8gb_vega
 #   tools/bench_budgets.sh out/b sd35m_12gb sd35m_24gb
 #   tools/bench_budgets.sh out/b sd15_compiled
 #   tools/bench_budgets.sh out/b sdxl_compiled
@@ -27,6 +28,9 @@ declare -A SCENARIO=(
   [sdxl_8gb]="--models sdxl --simulate-vram-gb 8 --variants stock,swap,swap_fp8 $FP8"
   [sdxl_12gb]="--models sdxl --simulate-vram-gb 12 --variants stock,swap,swap_fp8 $FP8"
   [sdxl_16gb]="--models sdxl --simulate-vram-gb 16 --variants stock,swap,swap_fp8 $FP8"
+  # SDXL fine-tune with a distilled SDXL as prior (SSD-1B 2.5 GB fp16, Vega 1.4 GB): fits beside it in 8 GB?
+  [sdxl_8gb_ssd1b]="--models sdxl --simulate-vram-gb 8 --variants stock,swap_small --small-prior ssd1b"
+  [sdxl_8gb_vega]="--models sdxl --simulate-vram-gb 8 --variants stock,swap_small --small-prior vega"
   # SD1.5 512²: 3.2 GB of fp16 weights for the pair
   [sd15_4gb]="--models sd15 --simulate-vram-gb 4 --variants stock,swap,swap_fp8 $FP8"
   # SD3.5-medium-size MMDiT-X pair at 1024²: 2 × 4.7 GB fp16
@@ -36,7 +40,7 @@ declare -A SCENARIO=(
   [sd15_compiled]="--models sd15 --compile --variants stock,swap,stock_compiled,swap_compiled"
   [sdxl_compiled]="--models sdxl --compile --variants stock,swap,stock_compiled,swap_compiled"
 )
-ORDER=(sdxl_8gb sdxl_12gb sdxl_16gb sd15_4gb sd35m_12gb sd35m_24gb sd15_compiled sdxl_compiled)
+ORDER=(sdxl_8gb sdxl_12gb sdxl_16gb sdxl_8gb_ssd1b sdxl_8gb_vega sd15_4gb sd35m_12gb sd35m_24gb sd15_compiled sdxl_compiled)
 LIMIT_S=${BENCH_LIMIT_S:-300}  # per scenario; each should finish well within it
 COMPILE_LIMIT_S=${BENCH_COMPILE_LIMIT_S:-540}  # inductor compiles stock's batch-2 and the swap's batch-1 forward
 

@@ -24,6 +24,9 @@ Added by options (issue #20):
   ``--compile-backend``) applied to the fine-tune and to the prior's MODEL, as a user would, before
   ``PriorFromModel``/``PriorSwapCFG``. The pack's CUDA graphs step aside for a model with another APPLY_MODEL
   wrapper, so the swap then runs the two compiled batch-1 forwards (``swap_compiled_fastpath`` says what ran).
+- ``--small-prior ssd1b|vega``: ``swap_small``, the SDXL fine-tune with a distilled SDXL as prior (Segmind's SSD-1B
+  or Vega: SDXL's latent space and conditioning, 54 % / 29 % of its weights), the prior a card that cannot hold
+  two SDXLs can hold beside the fine-tune. On the CPU ``sd15-tiny`` is the small prior of ``sd15-small``.
 
 Per variant it also reports what ComfyUI had loaded after its last timed run (``<variant>_loaded``: each model's
 loaded vs total MiB, ``partial`` where ComfyUI loaded it in part and streams the rest every step;
@@ -46,7 +49,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the harness: tests/support
 
-from support.bench_models import FP8, SD15, SD35M, SDXL, build_model, conditioning, sample, sd15_small, sd15_tiny  # noqa: E402
+from support.bench_models import (FP8, SD15, SD35M, SDXL, SSD1B, VEGA, build_model, conditioning, sample,  # noqa: E402
+                                  sd15_small, sd15_tiny)
 from support.comfy_env import import_comfy, load_pack, pack_module  # noqa: E402
 
 
@@ -95,7 +99,7 @@ def _dynamo_graphs() -> int:
 
 def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, device_kind: str, nodes,
           only: list[str] | None = None, prior_weight_dtype: str | None = None, compile_backend: str | None = None,
-          blocked: bool = False) -> dict:
+          blocked: bool = False, small_prior: tuple[str, dict] | None = None) -> dict:
     import copy
 
     import torch
@@ -132,6 +136,11 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         prior_fp8_model = build_model(unet_config, 2, device_kind, weight_dtype=getattr(torch, FP8[prior_weight_dtype]))
         prior_fp8 = nodes["PriorFromModel"].execute(prior_fp8_model, prior_neg)[0]
         swapped_fp8 = nodes["PriorSwapCFG"].execute(ft, prior_fp8, 1.0, 0.0, 1.0)[0]
+    swapped_small = small_prior_model = None
+    if small_prior and want("swap_small"):  # a smaller model of the same latent space as prior (seed 3)
+        small_prior_model = build_model(small_prior[1], 3, device_kind)
+        prior_small = nodes["PriorFromModel"].execute(small_prior_model, prior_neg)[0]
+        swapped_small = nodes["PriorSwapCFG"].execute(ft, prior_small, 1.0, 0.0, 1.0)[0]
     ft_compiled = swapped_compiled = None
     if compile_backend and (want("stock_compiled") or want("swap_compiled")):
         # As a user: TorchCompileModel on the fine-tune's MODEL and on the prior's, then the pack's nodes.
@@ -162,6 +171,9 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                                                          prior_fp8_model.model.diffusion_model.parameters()})
         cast = prior_fp8_model.model.manual_cast_dtype
         result["swap_fp8_prior_compute_dtype"] = str(cast).replace("torch.", "") if cast is not None else None
+    if small_prior_model is not None:
+        result["small_prior"] = small_prior[0]
+        result["weights_MiB_prior_small"] = round(small_prior_model.model_size() / 2**20)
     if compile_backend:
         result["compile_backend"] = compile_backend
         result["compile_shapes"] = "static per batch size (automatic_dynamic_shapes off)"
@@ -175,11 +187,13 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         ("swap_overlap", swapped, {"PRIOR_SWAP_OVERLAP": "1"}),
         ("swap_2gpu", swapped_2gpu, {}),
         ("swap_fp8", swapped_fp8, {}),
+        ("swap_small", swapped_small, {}),
         ("stock_compiled", ft_compiled, {}),
         ("swap_compiled", swapped_compiled, {}),
         ("stock_again", ft, {}),
     ] if device_kind == "cuda" else [("stock", ft, {}), ("swap", swapped, {}), ("swap_insight", insight, {}),
-                                     ("swap_fp8", swapped_fp8, {}), ("stock_compiled", ft_compiled, {}),
+                                     ("swap_fp8", swapped_fp8, {}), ("swap_small", swapped_small, {}),
+                                     ("stock_compiled", ft_compiled, {}),
                                      ("swap_compiled", swapped_compiled, {})]
     variants = [v for v in variants if v[1] is not None and want(v[0])]
     outs, peaks, ms, first = {}, {}, {}, {}
@@ -187,6 +201,8 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     named_models = {"finetune": ft.model, "prior": prior_model.model}
     if prior_fp8_model is not None:
         named_models["prior_fp8"] = prior_fp8_model.model
+    if small_prior_model is not None:
+        named_models["prior_small"] = small_prior_model.model
     loaded, fastpath_runs, compiled_graphs = {}, {}, {}
 
     def cache_of(label: str):
@@ -306,7 +322,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         ref = outs["stock"].float()
         result["stock_compiled_vs_stock_max_rel_diff"] = float((outs["stock_compiled"].float() - ref).abs().max()
                                                                / ref.abs().max())
-    for label in ("swap_fp8", "swap_compiled", "stock_compiled"):
+    for label in ("swap_fp8", "swap_small", "swap_compiled", "stock_compiled"):
         if label in outs:
             result[f"{label}_finite"] = bool(torch.isfinite(outs[label].float()).all())
     for label in ms:
@@ -332,6 +348,9 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                 result[f"peak_{label}_MiB"] = round(peaks[(label, 0)] / 2**20)
                 if label == "swap_2gpu":
                     result["peak_swap_2gpu_cuda1_MiB"] = round(peaks[(label, 1)] / 2**20)
+                elif label == "swap_small":  # the fine-tune, the smaller prior, stock's activations
+                    small = (weights + small_prior_model.model_size() + activations) * 1.05
+                    result["peak_swap_small_over_budget"] = round(peaks[(label, 0)] / small, 3)
                 else:
                     result[f"peak_{label}_over_budget"] = round(peaks[(label, 0)] / budget, 3)
     outs.clear()
@@ -358,6 +377,9 @@ def main() -> int:
     parser.add_argument("--prior-weight-dtype", choices=sorted(FP8),
                         help="add the variant swap_fp8: the prior's weights stored in this dtype (UNETLoader's "
                              "weight_dtype), cast to the compute dtype at use")
+    parser.add_argument("--small-prior", choices=["ssd1b", "vega", "sd15-tiny"],
+                        help="add the variant swap_small: a smaller model of the fine-tune's latent space as prior "
+                             "(ssd1b/vega for sdxl, sd15-tiny for the CPU's sd15-small)")
     parser.add_argument("--compile", action="store_true",
                         help="add the variants stock_compiled and swap_compiled (TorchCompileModel on both models)")
     parser.add_argument("--compile-backend", default="inductor", choices=["inductor", "cudagraphs"],
@@ -394,13 +416,15 @@ def main() -> int:
     else:
         plan = {"sd15-small": (sd15_small(), 64), "sd15-tiny": (sd15_tiny(), 64)}  # tiny: quick checks (--compile)
     wanted = args.models.split(",") if args.models else [m for m in plan if m not in ("sd35m", "sd15-tiny")]
+    small_priors = {"ssd1b": SSD1B, "vega": VEGA, "sd15-tiny": sd15_tiny()}
     results = []
     for name in wanted:
         cfg, size = plan[name]
         blocked = args.order == "blocked" or (args.order == "auto" and bool(args.simulate_vram_gb or args.lowvram))
         r = bench(name, cfg, size, args.steps, args.repeats, args.device, nodes,
                   args.variants.split(",") if args.variants else None, prior_weight_dtype=args.prior_weight_dtype,
-                  compile_backend=args.compile_backend if args.compile else None, blocked=blocked)
+                  compile_backend=args.compile_backend if args.compile else None, blocked=blocked,
+                  small_prior=(args.small_prior, small_priors[args.small_prior]) if args.small_prior else None)
         if args.simulate_vram_gb:
             r["usable_vram_GB"] = args.simulate_vram_gb
         if args.tag:

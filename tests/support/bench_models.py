@@ -19,6 +19,13 @@ SDXL = dict(use_checkpoint=False, image_size=32, out_channels=4, use_spatial_tra
             transformer_depth_middle=10, use_linear_in_transformer=True, context_dim=2048, num_head_channels=64,
             transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
             use_temporal_attention=False, use_temporal_resblock=False)
+# Distilled SDXLs (Segmind's SSD-1B, 1.3 B parameters; Segmind Vega, 0.75 B): SDXL's latent space, text encoders and
+# conditioning, fewer transformer blocks and no middle transformer. The configs ComfyUI itself gives them
+# (model_detection.unet_config_from_diffusers_unet); model detection reads them as its SSD1B / Segmind_Vega.
+SSD1B = {**SDXL, "transformer_depth": [0, 0, 2, 2, 4, 4], "transformer_depth_output": [0, 0, 0, 1, 1, 2, 10, 4, 4],
+         "transformer_depth_middle": -1}
+VEGA = {**SDXL, "transformer_depth": [0, 0, 1, 1, 2, 2], "transformer_depth_output": [0, 0, 0, 1, 1, 1, 2, 2, 2],
+        "transformer_depth_middle": -1}
 
 # SD3.5-medium's MMDiT-X as ComfyUI's model_detection reads it from the checkpoint (2.5 B parameters): a DiT with
 # flow sampling, which calls no DIFFUSION_MODEL wrapper (the fast path wraps apply_model).
