@@ -249,8 +249,11 @@ def save_toy_weights(module: torch.nn.Module, path: Path, unet_config: dict[str,
                                 str(path), metadata=metadata)
 
 
-def load_toy_model(which: str, path: Path | None = None) -> Any:
-    """Load a toy model as ComfyUI loads a diffusion model: config → BaseModel → weights → ModelPatcher."""
+def load_toy_model(which: str, path: Path | None = None, weight_dtype: torch.dtype | None = None) -> Any:
+    """Load a toy model as ComfyUI loads a diffusion model: config → BaseModel → weights → ModelPatcher.
+
+    ``weight_dtype`` stores the weights in that dtype and casts them at use, as ``UNETLoader``'s weight_dtype
+    does (comfy.sd.load_diffusion_model_state_dict); None lets ComfyUI choose, as it does by default."""
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.utils
@@ -262,8 +265,8 @@ def load_toy_model(which: str, path: Path | None = None) -> Any:
     state_dict, metadata = comfy.utils.load_torch_file(str(path), safe_load=True, return_metadata=True)
     config = toy_model_config(unet_config_of(metadata))
     load_device = mm.get_torch_device()
-    dtype = mm.unet_dtype(model_params=sum(t.numel() for t in state_dict.values()),
-                          supported_dtypes=config.supported_inference_dtypes)
+    dtype = weight_dtype or mm.unet_dtype(model_params=sum(t.numel() for t in state_dict.values()),
+                                          supported_dtypes=config.supported_inference_dtypes)
     config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
     model = config.get_model(state_dict, "").to(mm.unet_offload_device())
     model.load_model_weights(state_dict, "")
