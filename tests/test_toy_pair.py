@@ -42,6 +42,19 @@ def test_weights_are_small_and_load_as_comfyui_models():
     assert any(not torch.equal(base[k], finetune[k]) for k in base), "the fine-tune is the base"
 
 
+@pytest.mark.parametrize("weight_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_toy_model_stored_in_fp8_is_the_fp16_weights_rounded_and_cast_at_use(weight_dtype):
+    """load_toy_model's weight_dtype (tools/evaluate_fp8_prior.py): stored as UNETLoader stores an fp8 model."""
+    tp = toy()
+    shipped = tp.load_toy_model("base").model
+    fp8 = tp.load_toy_model("base", weight_dtype=weight_dtype).model
+    assert fp8.manual_cast_dtype == torch.float32  # the CPU computes in fp32, the weights cast at each layer
+    stored = dict(shipped.diffusion_model.named_parameters())
+    for name, p in fp8.diffusion_model.named_parameters():
+        assert p.dtype == weight_dtype, name
+        assert torch.equal(p, stored[name].to(weight_dtype)), name
+
+
 def test_edit_pairs_keep_everything_but_the_shape():
     tp = toy()
     source, target, labels = tp.draw_edits(64, torch.Generator().manual_seed(3))
