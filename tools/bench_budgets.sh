@@ -37,8 +37,8 @@ declare -A SCENARIO=(
   [sd35m_12gb]="--models sd35m --simulate-vram-gb 12 --variants stock,swap,swap_fp8 $FP8"
   [sd35m_24gb]="--models sd35m --simulate-vram-gb 24 --variants stock,swap,swap_fp8 $FP8"
   # TorchCompileModel (inductor) on the fine-tune and the prior, whole card; eager stock and swap beside
-  [sd15_compiled]="--models sd15 --compile --variants stock,swap,stock_compiled,swap_compiled"
-  [sdxl_compiled]="--models sdxl --compile --variants stock,swap,stock_compiled,swap_compiled"
+  [sd15_compiled]="--models sd15 --compile --variants stock,swap,stock_compiled,swap_compiled,swap_compiled_overlap"
+  [sdxl_compiled]="--models sdxl --compile --variants stock,swap,stock_compiled,swap_compiled,swap_compiled_overlap"
 )
 ORDER=(sdxl_8gb sdxl_12gb sdxl_16gb sdxl_8gb_ssd1b sdxl_8gb_vega sd15_4gb sd35m_12gb sd35m_24gb sd15_compiled sdxl_compiled)
 LIMIT_S=${BENCH_LIMIT_S:-300}  # per scenario; each should finish well within it

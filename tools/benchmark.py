@@ -23,7 +23,8 @@ Added by options (issue #20):
 - ``--compile``: ``stock_compiled`` and ``swap_compiled``, the host's ``TorchCompileModel`` node (backend
   ``--compile-backend``) applied to the fine-tune and to the prior's MODEL, as a user would, before
   ``PriorFromModel``/``PriorSwapCFG``. The pack's CUDA graphs step aside for a model with another APPLY_MODEL
-  wrapper, so the swap then runs the two compiled batch-1 forwards (``swap_compiled_fastpath`` says what ran).
+  wrapper, so the swap then runs the two compiled batch-1 forwards (``swap_compiled_fastpath`` says what ran);
+  ``swap_compiled_overlap`` (CUDA) runs them side by side, the prior's on a second stream.
 - ``--small-prior ssd1b|vega``: ``swap_small``, the SDXL fine-tune with a distilled SDXL as prior (Segmind's SSD-1B
   or Vega: SDXL's latent space and conditioning, 54 % / 29 % of its weights), the prior a card that cannot hold
   two SDXLs can hold beside the fine-tune. On the CPU ``sd15-tiny`` is the small prior of ``sd15-small``.
@@ -142,7 +143,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         prior_small = nodes["PriorFromModel"].execute(small_prior_model, prior_neg)[0]
         swapped_small = nodes["PriorSwapCFG"].execute(ft, prior_small, 1.0, 0.0, 1.0)[0]
     ft_compiled = swapped_compiled = None
-    if compile_backend and (want("stock_compiled") or want("swap_compiled")):
+    if compile_backend and any(want(v) for v in ("stock_compiled", "swap_compiled", "swap_compiled_overlap")):
         # As a user: TorchCompileModel on the fine-tune's MODEL and on the prior's, then the pack's nodes.
         from comfy_extras.nodes_torch_compile import TorchCompileModel
 
@@ -190,6 +191,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         ("swap_small", swapped_small, {}),
         ("stock_compiled", ft_compiled, {}),
         ("swap_compiled", swapped_compiled, {}),
+        ("swap_compiled_overlap", swapped_compiled, {"PRIOR_SWAP_OVERLAP": "1"}),  # the two compiled forwards side by side
         ("stock_again", ft, {}),
     ] if device_kind == "cuda" else [("stock", ft, {}), ("swap", swapped, {}), ("swap_insight", insight, {}),
                                      ("swap_fp8", swapped_fp8, {}), ("swap_small", swapped_small, {}),
@@ -311,7 +313,8 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         result["insight_over_swap"] = round(ms["swap_insight"] / ms["swap"], 3)
     if "swap" in outs:
         ref = outs["swap"].float()
-        for label in ("swap_eager", "swap_insight", "swap_overlap", "swap_2gpu", "swap_fp8", "swap_compiled"):
+        for label in ("swap_eager", "swap_insight", "swap_overlap", "swap_2gpu", "swap_fp8", "swap_compiled",
+                      "swap_compiled_overlap"):
             if label in outs:  # the same image? (graph vs eager, measured vs not, one vs two GPUs, fp8, compiled)
                 result[f"{label}_vs_swap_max_rel_diff"] = float((outs[label].float() - ref).abs().max() / ref.abs().max())
         if "swap_fp8" in outs:  # what fp8 storage of the prior changes in the sampled latent, on average
@@ -322,7 +325,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         ref = outs["stock"].float()
         result["stock_compiled_vs_stock_max_rel_diff"] = float((outs["stock_compiled"].float() - ref).abs().max()
                                                                / ref.abs().max())
-    for label in ("swap_fp8", "swap_small", "swap_compiled", "stock_compiled"):
+    for label in ("swap_fp8", "swap_small", "swap_compiled", "swap_compiled_overlap", "stock_compiled"):
         if label in outs:
             result[f"{label}_finite"] = bool(torch.isfinite(outs[label].float()).all())
     for label in ms:
@@ -333,7 +336,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
             result[f"{label}_fastpath"] = fastpath_runs[label]
         if compiled_graphs.get(label):
             result[f"{label}_compiled_graphs_first_run"] = compiled_graphs[label]
-    for label in ("swap_compiled",):
+    for label in ("swap_compiled", "swap_compiled_overlap"):
         if label in ms and "stock_compiled" in ms:
             result[f"ratio_{label}_to_stock_compiled"] = round(ms[label] / ms["stock_compiled"], 3)
     if device_kind == "cuda":
