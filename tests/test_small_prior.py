@@ -18,8 +18,6 @@ import torch
 from support import bench_models
 from support.comfy_env import ROOT, import_comfy, pack_module
 
-pytestmark = pytest.mark.fast  # no server: see pytest.ini
-
 
 def _on_meta(unet_config: dict):
     """The host's model class for ``unet_config`` (by its own detection), on the meta device, in a ModelPatcher."""
@@ -34,6 +32,7 @@ def _on_meta(unet_config: dict):
                                                                   offload_device=torch.device("cpu"))
 
 
+@pytest.mark.fast  # no server, no weights: see pytest.ini
 @pytest.mark.parametrize("unet_config, host_class, billions", [(bench_models.SSD1B, "SSD1B", 1.33),
                                                                (bench_models.VEGA, "Segmind_Vega", 0.75)])
 def test_distilled_sdxl_is_accepted_as_prior_of_sdxl(unet_config, host_class, billions):
@@ -49,6 +48,7 @@ def test_distilled_sdxl_is_accepted_as_prior_of_sdxl(unet_config, host_class, bi
     assert swapped is not finetune and swapped.model is finetune.model
 
 
+@pytest.mark.fast
 def test_sd15_prior_of_sdxl_is_refused():
     """Same channel count, another latent space: the check is the latent format, not the shape."""
     _, finetune = _on_meta(bench_models.SDXL)
