@@ -90,6 +90,7 @@ def _sampler_sample_wrapper(executor: Callable, *args, **kwargs):
     run: PriorRun | None = (extra_args or {}).get("model_options", {}).get(KEY)
     if run is not None and isinstance(noise, torch.Tensor):
         run.prepare(noise, latent_image, denoise_mask, sigmas)
+        warn_if_streamed(run.guider.model_patcher, run.prior)  # ComfyUI has just loaded both: say it before step 1
     return executor(*args, **kwargs)
 
 
@@ -130,20 +131,20 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
                      "eager %d%s, captured %d in %.0f ms)", run.prior_calls, run.steps, run.placement.device or "-",
                      graphs.replays, graphs.eager, f": {why}" if why else "", graphs.captures, 1000 * graphs.capture_s)
             graphs.end_run()  # graphs are kept for the next run while valid (py/fastpath.py)
-            warn_if_streamed(guider.model_patcher, priors[0])
 
     return outer_sample
 
 
 STREAMED_ADVICE = (
-    "PriorSwapCFG: %s did not fit in VRAM: ComfyUI loaded it in part and streams the rest from RAM at every step, "
-    "which makes each step several times slower than stock CFG (docs/performance.md, 'Smaller cards'). To fit "
+    "PriorSwapCFG: the model and the prior do not both fit in VRAM: ComfyUI loaded %s in part and streams the rest "
+    "from RAM at every step, which makes each step several times slower than stock CFG (docs/performance.md, "
+    "'Smaller cards'). To fit "
     "the pair: load the prior with weight_dtype fp8_e4m3fn (Load Prior Checkpoint, or Load Diffusion Model → "
     "Prior From Model), put the prior on a second GPU (Prior Swap Options), or use a smaller prior.")
 
 
 def warn_if_streamed(model: Any, prior: Any) -> None:
-    """After a run: say so when ComfyUI could not hold the fine-tune and the prior on the GPU together."""
+    """Say so when ComfyUI could not hold the fine-tune and the prior on the GPU together."""
     streamed = [name for name, patcher in (("the model", model), ("the prior", prior))
                 if not fully_loaded(patcher.model)]
     if streamed:

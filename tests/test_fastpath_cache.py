@@ -213,3 +213,27 @@ def test_deferred_reads_on_gpu_arrive_by_flush():
         reads.push(torch.full((2,), float(i), device="cuda"), seen.append)
     reads.flush()
     assert seen == [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
+
+
+def test_a_pair_comfyui_loaded_in_part_is_named_in_a_warning(caplog):
+    """The check behind the "does not fit in VRAM" warning reads what the host's own partial load leaves:
+    ModelPatcher.load with a memory budget below the model's size (what load_models_gpu does on a card too small
+    for the pair) streams the rest, and the warning names that model and the remedies."""
+    routing = core("routing")
+    toy = core("toy_pair")
+    model, prior = toy.load_toy_model("finetune"), toy.load_toy_model("base")
+    caplog.set_level(logging.WARNING, logger="prior_swap_cfg")
+    model.load(torch.device("cpu"), full_load=True)  # as LoadedModel.model_load loads a model that fits
+    prior.load(torch.device("cpu"), full_load=True)
+    routing.warn_if_streamed(model, prior)
+    assert not caplog.records  # both loaded whole
+    prior.load(torch.device("cpu"), lowvram_model_memory=1)  # a budget for none of its weights
+    try:
+        routing.warn_if_streamed(model, prior)
+    finally:
+        prior.detach()
+    (record,) = caplog.records
+    text = record.getMessage()
+    assert text.startswith("PriorSwapCFG: the model and the prior do not both fit in VRAM: ComfyUI loaded the "
+                           "prior in part")
+    assert "fp8_e4m3fn" in text and "second GPU" in text
