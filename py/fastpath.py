@@ -29,7 +29,8 @@ concurrently on two streams, ``PRIOR_SWAP_OVERLAP=1``, each model gets its own p
 The graph wraps ``BaseModel.apply_model`` (an APPLY_MODEL wrapper), the one call every model family goes
 through whatever its forward's arguments: tensors (in lists, tuples or dicts too) become the graph's inputs,
 None and scalar values (a frame rate, a method name) part of its key. It is used only where replay gives the
-eager result: the model fully loaded on the GPU (no lowvram streaming), no ControlNet or other Python object
+eager result: the model fully loaded on the GPU (no lowvram streaming, no weights paged in on demand by newer
+ComfyUI's dynamic VRAM: :func:`paged_weights`), no ControlNet or other Python object
 among the inputs, no attention/transformer patches, no other node's APPLY_MODEL or DIFFUSION_MODEL wrapper
 (TorchCompileModel, EasyCache), no ``transformer_options`` a forward reads as Python values (context windows,
 RoPE options), no weight hooks (their Python code or weights may change per step). Anything else runs
@@ -60,6 +61,16 @@ def fully_loaded(base_model: Any) -> bool:
     """Whether ComfyUI holds all of a BaseModel's weights on its device (no lowvram streaming of the rest)."""
     return (not getattr(base_model, "model_lowvram", False)
             and getattr(base_model, "lowvram_patch_counter", 0) == 0)
+
+
+def paged_weights(base_model: Any) -> bool:
+    """Whether ComfyUI pages this model's weights in on demand: its dynamic VRAM (``ModelPatcherDynamic``, on by
+    default on NVIDIA in newer ComfyUI; the patcher's ``is_dynamic()``, as core's own ``BaseModel._apply_model``
+    asks). Each layer then faults its weight into a GPU page that ComfyUI may evict and refill between two
+    forwards, or copies it into a temporary buffer: a replay would read what the capture saw, not the weight."""
+    patcher = getattr(base_model, "current_patcher", None)
+    is_dynamic = getattr(patcher, "is_dynamic", None)
+    return bool(is_dynamic()) if callable(is_dynamic) else False
 
 
 _PATCH_KEYS = ("patches", "patches_replace")
@@ -406,6 +417,8 @@ def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: d
     """The call as graph inputs, or why a replay would not reproduce the eager forward."""
     import comfy.patcher_extension
 
+    if paged_weights(base_model):  # first: newer ComfyUI gives a CPU model a plain patcher, so never said on the CPU
+        return "weights paged on demand (ComfyUI's dynamic VRAM)"
     if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_cuda:
         return "not on a CUDA device"
     if not fully_loaded(base_model):

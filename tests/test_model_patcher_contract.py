@@ -14,6 +14,12 @@ when the patcher has it.
 The host here (0.3.75) has no ModelPatcherDynamic, so :class:`DynamicLikePatcher` below reproduces that
 bookkeeping on 0.3.75's ModelPatcher (CPU only, nothing is loaded): the pack's second-GPU path
 (PRIOR_SWAP_PRIOR_DEVICE) must register the device it moves the prior's clone to.
+
+The same patcher answers ``is_dynamic()`` as ModelPatcherDynamic does (True; the base ModelPatcher's is False, same
+file and commit), the question core's own ``BaseModel._apply_model`` asks of ``current_patcher``
+(comfy/model_base.py at 094c74c1). Its weights are paged in per layer on demand, into GPU pages ComfyUI may evict
+and refill between forwards (``ModelPatcherDynamic.partially_unload`` → ``vbar.free_memory``; comfy/ops.py at
+0271a469, ``cast_bias_weight_with_vbar``): the pack's CUDA graphs must not capture such a forward.
 """
 from __future__ import annotations
 
@@ -52,6 +58,9 @@ class DynamicLikePatcher(comfy.model_patcher.ModelPatcher):
 
     def set_in_use_by_current_prompt(self, in_use):
         self.model.dynamic_pins[self.load_device]["current_prompt"] = in_use
+
+    def is_dynamic(self):
+        return True  # upstream: ModelPatcher.is_dynamic() is False, ModelPatcherDynamic.is_dynamic() True
 
 
 def _toy(which: str):
@@ -124,3 +133,29 @@ def test_a_patcher_without_register_load_device_still_moves(second_gpu):
     placed = _placed(_swap(_toy("finetune"), _prior(base)))
     assert type(placed) is comfy.model_patcher.ModelPatcher and placed.load_device == second_gpu
     assert base.load_device != second_gpu
+
+
+def test_fast_path_never_captures_a_model_whose_weights_are_paged_on_demand():
+    """A run of the stock KSampler with the fine-tune and the prior in dynamic patchers: every model call of the pair
+    runs eagerly, for that reason; 0.3.75's own patcher is not taken for one."""
+    import comfy.patcher_extension
+    import nodes  # ComfyUI's stock KSampler
+
+    fastpath, toy = pack_module("py.fastpath"), pack_module("py.toy_pair")
+    plain = _toy("base")
+    plain.pre_run()  # what CFGGuider.outer_sample does: the BaseModel's current_patcher is this patcher
+    assert not fastpath.paged_weights(plain.model)
+
+    def dynamic(which):
+        p = _toy(which)
+        return DynamicLikePatcher(p.model, p.load_device, p.offload_device)
+
+    swapped = _swap(dynamic("finetune"), _prior(dynamic("base")))
+    (wrapper,) = swapped.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "prior_swap_cfg")
+    positive = [[toy.class_context(torch.arange(2)), {}]]
+    negative = toy.toy_conditioning(toy.EMPTY)
+    latent = {"samples": torch.zeros(2, 3, toy.IMAGE_SIZE, toy.IMAGE_SIZE)}
+    samples = nodes.KSampler().sample(swapped, 0, 2, 3.0, "euler", "normal", positive, negative, latent)[0]["samples"]
+    assert torch.isfinite(samples).all()
+    # 2 steps × (the fine-tune's cond + the prior's uncond), each refused by the dynamic-VRAM check
+    assert wrapper.cache.eager_reasons == {"weights paged on demand (ComfyUI's dynamic VRAM)": 4}
