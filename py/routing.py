@@ -138,9 +138,9 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
 STREAMED_ADVICE = (
     "PriorSwapCFG: the model and the prior do not both fit in VRAM: ComfyUI loaded %s in part and streams the rest "
     "from RAM at every step, which makes each step several times slower than stock CFG (docs/performance.md, "
-    "'Smaller cards'). To fit "
-    "the pair: load the prior with weight_dtype fp8_e4m3fn (Load Prior Checkpoint, or Load Diffusion Model → "
-    "Prior From Model), put the prior on a second GPU (Prior Swap Options), or use a smaller prior.")
+    "'Smaller cards'). To fit the pair: load the prior with weight_dtype fp8_e4m3fn (Load Prior Checkpoint, or "
+    "Load Diffusion Model → Prior From Model), put the prior on a second GPU (Prior Swap Options), or use a "
+    "smaller prior.")
 
 
 def warn_if_streamed(model: Any, prior: Any) -> None:
