@@ -1,7 +1,7 @@
 """A smaller prior of the same latent space (issue #20: a card that cannot hold two SDXLs).
 
 Segmind's distilled SDXLs (SSD-1B, Vega) share SDXL's latent space and conditioning, so they can be the prior of an
-SDXL fine-tune at 54 % / 29 % of SDXL's weights. The benchmark's configs of them (support/bench_models.py) are
+SDXL fine-tune at 52 % / 29 % of SDXL's weights. The benchmark's configs of them (support/bench_models.py) are
 checked against the host's own model detection, and the pack's nodes accept them as priors of an SDXL model (and
 refuse an SD1.5 of the same channel count). Models are ComfyUI's own classes built on the meta device (no weights).
 The benchmark's ``swap_small`` variant runs on the CPU with a one-level SD1.5-width UNet as the small prior.

@@ -26,7 +26,7 @@ Added by options (issue #20):
   wrapper, so the swap then runs the two compiled batch-1 forwards (``swap_compiled_fastpath`` says what ran);
   ``swap_compiled_overlap`` (CUDA) runs them side by side, the prior's on a second stream.
 - ``--small-prior ssd1b|vega``: ``swap_small``, the SDXL fine-tune with a distilled SDXL as prior (Segmind's SSD-1B
-  or Vega: SDXL's latent space and conditioning, 54 % / 29 % of its weights), the prior a card that cannot hold
+  or Vega: SDXL's latent space and conditioning, 52 % / 29 % of its weights), the prior a card that cannot hold
   two SDXLs can hold beside the fine-tune. On the CPU ``sd15-tiny`` is the small prior of ``sd15-small``.
 
 Per variant it also reports what ComfyUI had loaded after its last timed run (``<variant>_loaded``: each model's
