@@ -22,10 +22,10 @@ from support.comfy_env import ROOT, import_comfy, pack_module
 def _on_meta(unet_config: dict):
     """The host's model class for ``unet_config`` (by its own detection), on the meta device, in a ModelPatcher."""
     import_comfy()
-    import comfy.model_detection
     import comfy.model_patcher
+    from support.families import model_config
 
-    config = comfy.model_detection.model_config_from_unet_config(dict(unet_config))
+    config = model_config(unet_config)
     config.set_inference_dtype(torch.float16, None)
     model = config.get_model({}, "", device=torch.device("meta"))
     return type(config).__name__, comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
