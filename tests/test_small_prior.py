@@ -60,11 +60,13 @@ def test_sd15_prior_of_sdxl_is_refused():
 
 
 def test_benchmark_small_prior_variant_cpu_smoke(tmp_path):
-    """tools/benchmark.py's swap_small, run as a program: sd15-small with sd15-tiny as prior, 2 steps on the CPU."""
+    """tools/benchmark.py's swap_small and swap_small_fp8, run as a program: sd15-small with sd15-tiny as prior
+    (fp16, then stored in fp8), 2 steps on the CPU."""
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--device", "cpu", "--models", "sd15-small",
-                    "--small-prior", "sd15-tiny", "--steps", "2", "--repeats", "1", "--variants", "stock,swap_small",
-                    "--order", "blocked", "--json", str(out)], check=True, cwd=ROOT, timeout=600)
+                    "--small-prior", "sd15-tiny", "--prior-weight-dtype", "fp8_e4m3fn", "--steps", "2", "--repeats",
+                    "1", "--variants", "stock,swap_small,swap_small_fp8", "--order", "blocked", "--json", str(out)],
+                   check=True, cwd=ROOT, timeout=600)
     (r,) = json.loads(out.read_text())
     assert r["small_prior"] == "sd15-tiny"
     assert 0 < r["weights_MiB_prior_small"] < r["weights_MiB_each"] / 2
@@ -73,3 +75,7 @@ def test_benchmark_small_prior_variant_cpu_smoke(tmp_path):
     assert set(held) == {"finetune", "prior_small"} and not r["swap_small_offloaded"]
     assert held["prior_small"]["total_MiB"] == r["weights_MiB_prior_small"]
     assert r["swap_small_fastpath"]["eager_reasons"] == {"not on a CUDA device": 4}
+    # the same small prior stored in fp8: half of its fp16 weights or less (norms stay fp32), held beside the fine-tune
+    assert 0 < r["weights_MiB_prior_small_fp8"] <= r["weights_MiB_prior_small"] * 0.6
+    assert r["swap_small_fp8_finite"] and not r["swap_small_fp8_offloaded"]
+    assert {entry["model"] for entry in r["swap_small_fp8_loaded"]} == {"finetune", "prior_small_fp8"}

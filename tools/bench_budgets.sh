@@ -26,15 +26,16 @@ FP8="--prior-weight-dtype fp8_e4m3fn"
 declare -A SCENARIO=(
   # SDXL 1024²: the pair's fp16 weights are 9.6 GB; with the prior in fp8 7.2 GB
   [sdxl_8gb]="--models sdxl --simulate-vram-gb 8 --variants stock,swap,swap_fp8 $FP8"
-  [sdxl_12gb]="--models sdxl --simulate-vram-gb 12 --variants stock,swap,swap_fp8 $FP8"
-  [sdxl_16gb]="--models sdxl --simulate-vram-gb 16 --variants stock,swap,swap_fp8 $FP8"
+  # swap_overlap: the two replayed forwards side by side (second stream), where the pair fits
+  [sdxl_12gb]="--models sdxl --simulate-vram-gb 12 --variants stock,swap,swap_overlap,swap_fp8 $FP8"
+  [sdxl_16gb]="--models sdxl --simulate-vram-gb 16 --variants stock,swap,swap_overlap,swap_fp8 $FP8"
   # SDXL fine-tune with a distilled SDXL as prior (SSD-1B 2.5 GB fp16, Vega 1.4 GB): fits beside it in 8 GB?
-  [sdxl_8gb_ssd1b]="--models sdxl --simulate-vram-gb 8 --variants stock,swap_small --small-prior ssd1b"
-  [sdxl_8gb_vega]="--models sdxl --simulate-vram-gb 8 --variants stock,swap_small --small-prior vega"
+  [sdxl_8gb_ssd1b]="--models sdxl --simulate-vram-gb 8 --variants stock,swap_small,swap_small_fp8 --small-prior ssd1b $FP8"
+  [sdxl_8gb_vega]="--models sdxl --simulate-vram-gb 8 --variants stock,swap_small,swap_small_overlap --small-prior vega"
   # SD1.5 512²: 3.2 GB of fp16 weights for the pair
-  [sd15_4gb]="--models sd15 --simulate-vram-gb 4 --variants stock,swap,swap_fp8 $FP8"
+  [sd15_4gb]="--models sd15 --simulate-vram-gb 4 --variants stock,swap,swap_fp8,swap_fp8_overlap $FP8"
   # SD3.5-medium-size MMDiT-X pair at 1024²: 2 × 4.7 GB fp16
-  [sd35m_12gb]="--models sd35m --simulate-vram-gb 12 --variants stock,swap,swap_fp8 $FP8"
+  [sd35m_12gb]="--models sd35m --simulate-vram-gb 12 --variants stock,swap,swap_fp8,swap_fp8_overlap $FP8"
   [sd35m_24gb]="--models sd35m --simulate-vram-gb 24 --variants stock,swap,swap_fp8 $FP8"
   # TorchCompileModel (inductor) on the fine-tune and the prior, whole card; eager stock and swap beside
   [sd15_compiled]="--models sd15 --compile --variants stock,swap,stock_compiled,swap_compiled,swap_compiled_overlap"

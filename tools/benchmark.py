@@ -27,7 +27,9 @@ Added by options (issue #20):
   ``swap_compiled_overlap`` (CUDA) runs them side by side, the prior's on a second stream.
 - ``--small-prior ssd1b|vega``: ``swap_small``, the SDXL fine-tune with a distilled SDXL as prior (Segmind's SSD-1B
   or Vega: SDXL's latent space and conditioning, 52 % / 29 % of its weights), the prior a card that cannot hold
-  two SDXLs can hold beside the fine-tune. On the CPU ``sd15-tiny`` is the small prior of ``sd15-small``.
+  two SDXLs can hold beside the fine-tune. On the CPU ``sd15-tiny`` is the small prior of ``sd15-small``. With
+  ``--prior-weight-dtype`` too: ``swap_small_fp8``, the smaller prior stored in fp8; ``swap_small_overlap`` (CUDA):
+  ``swap_small`` with the prior on a second stream; likewise ``swap_fp8_overlap``.
 
 Per variant it also reports what ComfyUI had loaded after its last timed run (``<variant>_loaded``: each model's
 loaded vs total MiB, ``partial`` where ComfyUI loaded it in part and streams the rest every step;
@@ -132,16 +134,21 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         finally:
             os.environ.pop("PRIOR_SWAP_PRIOR_DEVICE")
     swapped_fp8 = prior_fp8_model = None
-    if prior_weight_dtype and want("swap_fp8"):
+    if prior_weight_dtype and (want("swap_fp8") or want("swap_fp8_overlap")):
         # The same prior weights (seed 2) stored in fp8, in a model object of their own.
         prior_fp8_model = build_model(unet_config, 2, device_kind, weight_dtype=getattr(torch, FP8[prior_weight_dtype]))
         prior_fp8 = nodes["PriorFromModel"].execute(prior_fp8_model, prior_neg)[0]
         swapped_fp8 = nodes["PriorSwapCFG"].execute(ft, prior_fp8, 1.0, 0.0, 1.0)[0]
-    swapped_small = small_prior_model = None
-    if small_prior and want("swap_small"):  # a smaller model of the same latent space as prior (seed 3)
+    swapped_small = small_prior_model = swapped_small_fp8 = small_prior_fp8_model = None
+    if small_prior and (want("swap_small") or want("swap_small_overlap")):  # a smaller model of the same latent space as prior (seed 3)
         small_prior_model = build_model(small_prior[1], 3, device_kind)
         prior_small = nodes["PriorFromModel"].execute(small_prior_model, prior_neg)[0]
         swapped_small = nodes["PriorSwapCFG"].execute(ft, prior_small, 1.0, 0.0, 1.0)[0]
+    if small_prior and prior_weight_dtype and want("swap_small_fp8"):  # the smaller prior, stored in fp8
+        small_prior_fp8_model = build_model(small_prior[1], 3, device_kind,
+                                            weight_dtype=getattr(torch, FP8[prior_weight_dtype]))
+        prior_small_fp8 = nodes["PriorFromModel"].execute(small_prior_fp8_model, prior_neg)[0]
+        swapped_small_fp8 = nodes["PriorSwapCFG"].execute(ft, prior_small_fp8, 1.0, 0.0, 1.0)[0]
     ft_compiled = swapped_compiled = None
     if compile_backend and any(want(v) for v in ("stock_compiled", "swap_compiled", "swap_compiled_overlap")):
         # As a user: TorchCompileModel on the fine-tune's MODEL and on the prior's, then the pack's nodes.
@@ -172,9 +179,12 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                                                          prior_fp8_model.model.diffusion_model.parameters()})
         cast = prior_fp8_model.model.manual_cast_dtype
         result["swap_fp8_prior_compute_dtype"] = str(cast).replace("torch.", "") if cast is not None else None
-    if small_prior_model is not None:
+    if small_prior_model is not None or small_prior_fp8_model is not None:
         result["small_prior"] = small_prior[0]
+    if small_prior_model is not None:
         result["weights_MiB_prior_small"] = round(small_prior_model.model_size() / 2**20)
+    if small_prior_fp8_model is not None:
+        result["weights_MiB_prior_small_fp8"] = round(small_prior_fp8_model.model_size() / 2**20)
     if compile_backend:
         result["compile_backend"] = compile_backend
         result["compile_shapes"] = "static per batch size (automatic_dynamic_shapes off)"
@@ -188,13 +198,17 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         ("swap_overlap", swapped, {"PRIOR_SWAP_OVERLAP": "1"}),
         ("swap_2gpu", swapped_2gpu, {}),
         ("swap_fp8", swapped_fp8, {}),
+        ("swap_fp8_overlap", swapped_fp8, {"PRIOR_SWAP_OVERLAP": "1"}),
         ("swap_small", swapped_small, {}),
+        ("swap_small_fp8", swapped_small_fp8, {}),
+        ("swap_small_overlap", swapped_small, {"PRIOR_SWAP_OVERLAP": "1"}),
         ("stock_compiled", ft_compiled, {}),
         ("swap_compiled", swapped_compiled, {}),
         ("swap_compiled_overlap", swapped_compiled, {"PRIOR_SWAP_OVERLAP": "1"}),  # the two compiled forwards side by side
         ("stock_again", ft, {}),
     ] if device_kind == "cuda" else [("stock", ft, {}), ("swap", swapped, {}), ("swap_insight", insight, {}),
                                      ("swap_fp8", swapped_fp8, {}), ("swap_small", swapped_small, {}),
+                                     ("swap_small_fp8", swapped_small_fp8, {}),
                                      ("stock_compiled", ft_compiled, {}),
                                      ("swap_compiled", swapped_compiled, {})]
     variants = [v for v in variants if v[1] is not None and want(v[0])]
@@ -205,6 +219,8 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         named_models["prior_fp8"] = prior_fp8_model.model
     if small_prior_model is not None:
         named_models["prior_small"] = small_prior_model.model
+    if small_prior_fp8_model is not None:
+        named_models["prior_small_fp8"] = small_prior_fp8_model.model
     loaded, fastpath_runs, compiled_graphs = {}, {}, {}
 
     def cache_of(label: str):
@@ -220,7 +236,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         cache = cache_of(label)
         if cache is None:
             return {}
-        separate = label == "swap_overlap"
+        separate = label.endswith("overlap")  # replayed concurrently: each model's graphs in a pool of its own
         found: dict = {}
         for (index, tag), handle in cache.pools.items():
             if (tag is not None) == separate:
@@ -313,10 +329,14 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         result["insight_over_swap"] = round(ms["swap_insight"] / ms["swap"], 3)
     if "swap" in outs:
         ref = outs["swap"].float()
-        for label in ("swap_eager", "swap_insight", "swap_overlap", "swap_2gpu", "swap_fp8", "swap_compiled",
-                      "swap_compiled_overlap"):
+        for label in ("swap_eager", "swap_insight", "swap_overlap", "swap_2gpu", "swap_fp8", "swap_fp8_overlap",
+                      "swap_compiled", "swap_compiled_overlap"):
             if label in outs:  # the same image? (graph vs eager, measured vs not, one vs two GPUs, fp8, compiled)
                 result[f"{label}_vs_swap_max_rel_diff"] = float((outs[label].float() - ref).abs().max() / ref.abs().max())
+        if "swap_small_overlap" in outs and "swap_small" in outs:  # second stream: the same image?
+            small = outs["swap_small"].float()
+            result["swap_small_overlap_vs_swap_small_max_rel_diff"] = float(
+                (outs["swap_small_overlap"].float() - small).abs().max() / small.abs().max())
         if "swap_fp8" in outs:  # what fp8 storage of the prior changes in the sampled latent, on average
             result["swap_fp8_vs_swap_mean_rel_diff"] = float((outs["swap_fp8"].float() - ref).abs().mean()
                                                              / ref.abs().mean())
@@ -325,7 +345,8 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         ref = outs["stock"].float()
         result["stock_compiled_vs_stock_max_rel_diff"] = float((outs["stock_compiled"].float() - ref).abs().max()
                                                                / ref.abs().max())
-    for label in ("swap_fp8", "swap_small", "swap_compiled", "swap_compiled_overlap", "stock_compiled"):
+    for label in ("swap_fp8", "swap_small", "swap_small_fp8", "swap_compiled", "swap_compiled_overlap",
+                  "stock_compiled"):
         if label in outs:
             result[f"{label}_finite"] = bool(torch.isfinite(outs[label].float()).all())
     for label in ms:
@@ -351,9 +372,10 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                 result[f"peak_{label}_MiB"] = round(peaks[(label, 0)] / 2**20)
                 if label == "swap_2gpu":
                     result["peak_swap_2gpu_cuda1_MiB"] = round(peaks[(label, 1)] / 2**20)
-                elif label == "swap_small":  # the fine-tune, the smaller prior, stock's activations
-                    small = (weights + small_prior_model.model_size() + activations) * 1.05
-                    result["peak_swap_small_over_budget"] = round(peaks[(label, 0)] / small, 3)
+                elif label.startswith("swap_small"):  # the fine-tune, the smaller prior, stock's activations
+                    small_model = small_prior_fp8_model if label == "swap_small_fp8" else small_prior_model
+                    small = (weights + small_model.model_size() + activations) * 1.05
+                    result[f"peak_{label}_over_budget"] = round(peaks[(label, 0)] / small, 3)
                 else:
                     result[f"peak_{label}_over_budget"] = round(peaks[(label, 0)] / budget, 3)
     outs.clear()
