@@ -32,9 +32,10 @@ None and scalar values (a frame rate, a method name) part of its key. It is used
 eager result: the model fully loaded on the GPU (no lowvram streaming, no weights paged in on demand by newer
 ComfyUI's dynamic VRAM: :func:`paged_weights`), no ControlNet or other Python object
 among the inputs, no attention/transformer patches, no other node's APPLY_MODEL or DIFFUSION_MODEL wrapper
-(TorchCompileModel, EasyCache), no ``transformer_options`` a forward reads as Python values (context windows,
-RoPE options), no weight hooks (their Python code or weights may change per step). Anything else runs
-eagerly, and so does a shape whose capture failed (a forward that syncs with the host).
+(EasyCache…) but TorchCompileModel's (captured with the compiled forward: :func:`compile_wrappers`), no
+``transformer_options`` a forward reads as Python values (context windows, RoPE options), no weight hooks (their
+Python code or weights may change per step). Anything else runs eagerly, and so does a shape whose capture
+failed (a forward that syncs with the host).
 The Prior Swap Options node (or ``PRIOR_SWAP_CUDA_GRAPHS=0`` machine-wide) switches it off.
 """
 from __future__ import annotations
@@ -85,6 +86,42 @@ def _weight_hooks(base_model: Any) -> bool:
     patcher = getattr(base_model, "current_patcher", None)
     return bool(patcher is not None and (getattr(patcher, "hook_patches", None)
                                          or getattr(patcher, "current_hooks", None)))
+
+
+# TorchCompileModel's APPLY_MODEL wrapper key and where it keeps its torch.compile arguments (comfy_api/torch_helpers/
+# torch_compile.py: COMPILE_KEY, TORCH_COMPILE_KWARGS; the same names in ComfyUI 0.3.75 and 0.38).
+COMPILE_KEY = "torch.compile"
+COMPILE_KWARGS = "torch_compile_kwargs"
+
+
+def compile_wrappers(patcher: Any) -> dict[int, str | None]:
+    """TorchCompileModel's APPLY_MODEL wrappers on a ModelPatcher, by id: None where a CUDA graph may capture the
+    compiled forward, else why not.
+
+    Its wrapper only swaps the compiled module in for the call; with inductor's default mode the compiled forward
+    is a fixed sequence of kernels launched from Python (the launches are what a graph removes: compiled, one
+    batch-1 SDXL forward still cost as much as stock's batch-2 one). A compile that makes CUDA graphs of its own
+    (backend ``cudagraphs``, mode ``reduce-overhead``/``max-autotune``, ``triton.cudagraphs``) cannot be captured
+    inside another graph, and unknown settings (a version that keeps no arguments) are not guessed at.
+    """
+    import comfy.patcher_extension
+
+    apply_model = comfy.patcher_extension.WrappersMP.APPLY_MODEL
+    model_options = getattr(patcher, "model_options", None) or {}
+    wrappers = list(patcher.get_wrappers(apply_model, COMPILE_KEY)) if hasattr(patcher, "get_wrappers") else []
+    wrappers += comfy.patcher_extension.get_wrappers_with_key(apply_model, COMPILE_KEY, model_options,
+                                                              is_model_options=True)
+    settings = model_options.get(COMPILE_KWARGS)
+    why = None
+    if not isinstance(settings, dict):
+        why = "TorchCompileModel's settings unknown"
+    elif settings.get("backend") != "inductor":
+        why = f"torch.compile backend {settings.get('backend')!r} (CUDA graphs of its own)"
+    elif settings.get("mode") in ("reduce-overhead", "max-autotune"):
+        why = f"torch.compile mode {settings.get('mode')!r} (CUDA graphs of its own)"
+    elif (settings.get("options") or {}).get("triton.cudagraphs"):
+        why = "torch.compile option triton.cudagraphs (CUDA graphs of its own)"
+    return {id(fn): why for fn in wrappers}
 
 
 def weights_state(base_model: Any) -> tuple:
@@ -155,21 +192,24 @@ class GraphCache:
         self.busy = False  # capturing: a call of this cache nested in the captured one runs as it is
         self.separate_pools = False  # this run replays the two models concurrently (PRIOR_SWAP_OVERLAP)
         self._states: dict[int, tuple] = {}  # id(BaseModel) → weights_state, computed once per run
+        self.compiled: dict[int, str | None] = {}  # this run's TorchCompileModel wrappers (compile_wrappers)
         self.replays = self.eager = self.captures = 0
         self.eager_reasons: dict[str, int] = {}  # why calls ran eagerly this run (logged at its end)
         self.capture_s = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def begin_run(self, separate_pools: bool = False, mode: str | None = None) -> None:
+    def begin_run(self, separate_pools: bool = False, mode: str | None = None, patchers: tuple = ()) -> None:
         """A sampling run starts: graphs may be used (weight states are re-read), counters at zero.
 
         ``separate_pools``: the run replays the prior's graph concurrently with the fine-tune's (a second
         stream), so each model's graphs need a pool of their own. ``mode``: one of ``options.GRAPH_MODES``
-        (kept across runs, captured per run, off); None: the machine's default.
+        (kept across runs, captured per run, off); None: the machine's default. ``patchers``: the sampled model
+        and the prior, whose TorchCompileModel wrappers a graph may capture (:func:`compile_wrappers`).
         """
         self.in_run = True
         self.mode = mode or machine_defaults().cuda_graphs
         self.separate_pools = separate_pools
+        self.compiled = {k: v for patcher in patchers for k, v in compile_wrappers(patcher).items()}
         self._states.clear()
         self.replays = self.eager = self.captures = 0
         self.eager_reasons = {}
@@ -179,6 +219,7 @@ class GraphCache:
         """A sampling run ended: keep the graphs unless switched off or ComfyUI would run short of VRAM."""
         self.in_run = False
         self._states.clear()
+        self.compiled = {}
         if self.mode != GRAPH_MODES[0]:  # captured per run, or off
             self.clear()
             return
@@ -267,6 +308,9 @@ class GraphCache:
                 if warm_up:
                     with torch.cuda.stream(stream):  # warm-up off the capture, as torch.cuda.graphs requires
                         executor(*args, **kwargs)
+                    # The forward writes into transformer_options (block counters): capture with the fresh arguments
+                    # a host call passes (a compiled forward's guards read them; a mismatch recompiles mid-capture).
+                    args, kwargs = call.rebuild(static_in)
                 torch.cuda.synchronize()
                 torch.cuda.empty_cache()  # torch.cuda.graph does this too; here so the pool's growth is measured
                 reserved = torch.cuda.memory_reserved()
@@ -311,12 +355,13 @@ class GraphedApplyModel:
         if cache.busy:  # inside this cache's own capture
             return executor(*args, **kwargs)
         call = "outside a sampling run" if not cache.in_run else "switched off" if cache.mode == GRAPH_MODES[2] else (
-            _replayable_call(executor, base_model, args, kwargs))
+            _replayable_call(executor, base_model, args, kwargs, cache.compiled))
         if isinstance(call, str):  # a model, input or wrapper a replay would not reproduce: run it as it is
             return cache.run_eagerly(call, executor, args, kwargs)
         index = call.x.device.index if call.x.device.index is not None else torch.cuda.current_device()
         tag = id(base_model) if cache.separate_pools else None
-        key = (id(base_model), cache._state(base_model), call.structure, call.shapes, index, tag)
+        # call.compiled: a graph of the compiled forward is another graph than the eager one's
+        key = (id(base_model), cache._state(base_model), call.structure, call.shapes, index, tag, call.compiled)
         entry = cache.graphs.get(key)
         if entry is None:
             if key in cache.failed:
@@ -324,7 +369,8 @@ class GraphedApplyModel:
             if cache.captures >= MAX_CAPTURES_PER_RUN:
                 return cache.run_eagerly("more input shapes than graphs captured per run", executor, args, kwargs)
             try:
-                warm = (index, tag, id(base_model), call.shapes)  # per capture stream: its cuBLAS workspace
+                # per capture stream (its cuBLAS workspace); a compiled forward compiles a shape at its warm-up
+                warm = (index, tag, id(base_model), call.shapes, call.compiled)
                 entry = cache._capture(executor, base_model, call, index, tag, warm_up=not _STREAMS.warmed(warm))
                 _STREAMS.mark_warmed(warm)
             except Exception as e:  # capture fails on a forward that syncs with the host: eager from then on
@@ -397,6 +443,7 @@ class _Call:
     shapes: tuple
     options: dict  # transformer_options with its tensors replaced by a placeholder
     option_slot: Any  # where transformer_options sits: an int (positional) or "transformer_options"
+    compiled: tuple = ()  # ids of the TorchCompileModel wrappers the call runs through
 
     def rebuild(self, tensors: list) -> tuple[tuple, dict]:
         """The call's arguments with ``tensors`` in place of its own (transformer_options copied)."""
@@ -413,8 +460,12 @@ class _Call:
         return tuple(args), kwargs
 
 
-def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: dict) -> "_Call | str":
-    """The call as graph inputs, or why a replay would not reproduce the eager forward."""
+def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: dict,
+                     compiled: dict[int, str | None] | None = None) -> "_Call | str":
+    """The call as graph inputs, or why a replay would not reproduce the eager forward.
+
+    ``compiled``: this run's TorchCompileModel wrappers (:func:`compile_wrappers`), the one other APPLY_MODEL
+    wrapper a graph captures with the forward."""
     import comfy.patcher_extension
 
     if paged_weights(base_model):  # first: newer ComfyUI gives a CPU model a plain patcher, so never said on the CPU
@@ -439,10 +490,16 @@ def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: d
         return f"transformer_options {unknown}"
     if _has_patches(options):
         return "attention/block patches"
-    # Another node's wrapper of the model call (TorchCompileModel's, EasyCache's…) would run frozen inside the
-    # graph, or around a forward the graph replaces: step aside.
-    if len(getattr(executor, "wrappers", ())) > 1:
+    # Another node's wrapper of the model call (EasyCache's…) would run frozen inside the graph, or around a
+    # forward the graph replaces: step aside. TorchCompileModel's only swaps the compiled module in (captured).
+    wrappers = list(getattr(executor, "wrappers", ()))
+    others = [w for w in wrappers if not isinstance(w, GraphedApplyModel)]
+    if len(wrappers) - len(others) > 1:  # another pack-patched model's graphs around this one's
         return "another APPLY_MODEL wrapper"
+    for other in others:
+        why = (compiled or {}).get(id(other), "another APPLY_MODEL wrapper")
+        if why:
+            return why
     if options.get("wrappers", {}).get(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL):
         return "a DIFFUSION_MODEL wrapper"
     rest_args = tuple(a for i, a in enumerate(args) if i != slot)
@@ -464,4 +521,4 @@ def _replayable_call(executor: Callable, base_model: Any, args: tuple, kwargs: d
     placeholder = {k: v for k, v in options.items() if k not in option_tensors}
     shapes = tuple((tuple(t.shape), t.dtype) for t in tensors)
     structure = (structure_args, structure_kwargs, option_tensors)
-    return _Call(args[0], tensors, structure, shapes, placeholder, slot)
+    return _Call(args[0], tensors, structure, shapes, placeholder, slot, tuple(sorted(id(w) for w in others)))

@@ -103,7 +103,7 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
         guider = executor.class_obj
         priors = guider.model_patcher.get_additional_models_with_key(KEY)
         if not priors:
-            graphs.begin_run(mode=run_options(guider.model_options).cuda_graphs)
+            graphs.begin_run(mode=run_options(guider.model_options).cuda_graphs, patchers=(guider.model_patcher,))
             try:
                 return executor(*args, **kwargs)
             finally:
@@ -114,7 +114,8 @@ def _make_outer_sample_wrapper(prior: Prior, schedule: SwapSchedule, graphs: Gra
         seed, latent_shapes = _bound(executor, args, kwargs, "seed", "latent_shapes")
         recorder = insight.start(guider, args, kwargs)  # None unless PriorSwapInsight marked the model
         run = PriorRun(guider, priors[0], negative, schedule, KEY, graphs, label, recorder, seed, latent_shapes)
-        graphs.begin_run(separate_pools=run.placement.overlap, mode=run.options.cuda_graphs)
+        graphs.begin_run(separate_pools=run.placement.overlap, mode=run.options.cuda_graphs,
+                         patchers=(guider.model_patcher, priors[0]))
         guider.model_options[KEY] = run  # guider.model_options is this run's clone
         try:
             result = executor(*args, **kwargs)

@@ -237,3 +237,35 @@ def test_a_pair_comfyui_loaded_in_part_is_named_in_a_warning(caplog):
     assert text.startswith("PriorSwapCFG: the model and the prior do not both fit in VRAM: ComfyUI loaded the "
                            "prior in part")
     assert "fp8_e4m3fn" in text and "second GPU" in text
+
+
+def test_torch_compile_wrappers_a_graph_may_capture(sd15):
+    """TorchCompileModel's wrapper on the fine-tune and on the prior (the host's node and its helper, not called:
+    nothing compiles here) is registered for a run; only inductor without CUDA graphs of its own is capturable."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+
+    fastpath, routing = core("fastpath"), core("routing")
+    model, clip = sd15
+    compiled = TorchCompileModel.execute(model, "inductor")[0]
+    assert list(fastpath.compile_wrappers(compiled).values()) == [None]
+    assert fastpath.compile_wrappers(model) == {}  # the loader's model: no wrapper
+    why = fastpath.compile_wrappers(TorchCompileModel.execute(model, "cudagraphs")[0])
+    assert list(why.values()) == ["torch.compile backend 'cudagraphs' (CUDA graphs of its own)"]
+    reduce_overhead = model.clone()
+    set_torch_compile_wrapper(reduce_overhead, backend="inductor", mode="reduce-overhead")
+    assert "reduce-overhead" in list(fastpath.compile_wrappers(reduce_overhead).values())[0]
+    unknown = compiled.clone()
+    unknown.model_options.pop(fastpath.COMPILE_KWARGS)  # an older helper kept no arguments: not guessed at
+    assert list(fastpath.compile_wrappers(unknown).values()) == ["TorchCompileModel's settings unknown"]
+
+    # Prior Swap CFG on the compiled fine-tune with a compiled prior: the run registers both wrappers.
+    prior_model = TorchCompileModel.execute(model, "inductor")[0]
+    swapped = routing.apply_prior_swap(compiled, _prior(prior_model, clip), routing.SwapSchedule())
+    cache = _graph_cache(swapped, "prior_swap_cfg")
+    cache.begin_run(patchers=(swapped, prior_model))
+    assert set(cache.compiled) == (set(fastpath.compile_wrappers(compiled))
+                                   | set(fastpath.compile_wrappers(prior_model)))
+    assert len(cache.compiled) == 2 and set(cache.compiled.values()) == {None}
+    cache.end_run()
+    assert cache.compiled == {}

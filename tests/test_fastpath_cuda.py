@@ -331,10 +331,11 @@ def test_stateful_host_nodes_with_graphs_equal_eager(config, env, node_id):
     assert not any(r.startswith("capture failed") for r in cache.eager_reasons), cache.eager_reasons
 
 
-def test_torch_compile_model_steps_aside_and_equals_eager(config, env):
-    """TorchCompileModel on the fine-tune and on the prior's MODEL: the pack's graphs step aside for its
-    APPLY_MODEL wrapper (a compiled module inside a captured graph would be another program), the image equals
-    the same compiled pair with the fast path switched off."""
+def test_torch_compile_model_is_captured_and_equals_eager(config, env):
+    """TorchCompileModel (inductor) on the fine-tune and on the prior's MODEL: the pack's graphs capture the
+    compiled forwards (its wrapper only swaps the compiled module in) and the image equals the same compiled
+    pair with the fast path switched off; with the cudagraphs backend (graphs of its own) the fast path steps
+    aside and says why (#20)."""
     ft, prior_model = _pair(config, 31)
     compile_node = _host_node("nodes_torch_compile", "TorchCompileModel")
     swapped = _swapped(config, compile_node.execute(ft, "inductor")[0], compile_node.execute(prior_model, "inductor")[0])
@@ -343,7 +344,18 @@ def test_torch_compile_model_steps_aside_and_equals_eager(config, env):
     cache = _cache(swapped)
     print(f"TorchCompileModel: replays {cache.replays}, eager {cache.eager} {cache.eager_reasons}")
     assert torch.isfinite(on).all() and _rel(on, off) < TOL
-    assert cache.replays == 0 and cache.eager_reasons == {"another APPLY_MODEL wrapper": 2 * STEPS}
+    assert cache.captures == 2 and cache.replays == 2 * STEPS and cache.eager == 0, cache.eager_reasons
+    again = _sample(config, swapped)  # kept across runs: replayed, not captured again
+    assert _cache(swapped).captures == 0 and _rel(again, on) < TOL
+
+    ft2, prior2 = _pair(config, 33)
+    own_graphs = _swapped(config, compile_node.execute(ft2, "cudagraphs")[0], prior2)
+    out = _sample(config, own_graphs)
+    cache = _cache(own_graphs)
+    assert torch.isfinite(out).all()
+    assert cache.eager_reasons == {"torch.compile backend 'cudagraphs' (CUDA graphs of its own)": STEPS}, \
+        cache.eager_reasons
+    assert cache.replays == STEPS  # the uncompiled prior still replays
 
 
 def test_pair_that_does_not_fit_is_streamed_equal_and_said(config, env, monkeypatch, caplog):
