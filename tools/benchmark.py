@@ -140,7 +140,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         prior_fp8 = nodes["PriorFromModel"].execute(prior_fp8_model, prior_neg)[0]
         swapped_fp8 = nodes["PriorSwapCFG"].execute(ft, prior_fp8, 1.0, 0.0, 1.0)[0]
     swapped_small = small_prior_model = swapped_small_fp8 = small_prior_fp8_model = None
-    if small_prior and (want("swap_small") or want("swap_small_overlap")):  # a smaller model of the same latent space as prior (seed 3)
+    if small_prior and (want("swap_small") or want("swap_small_overlap")):  # a smaller prior, same latent space (seed 3)
         small_prior_model = build_model(small_prior[1], 3, device_kind)
         prior_small = nodes["PriorFromModel"].execute(small_prior_model, prior_neg)[0]
         swapped_small = nodes["PriorSwapCFG"].execute(ft, prior_small, 1.0, 0.0, 1.0)[0]
