@@ -116,8 +116,13 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     pos, neg = conditioning(unet_config, size, 10), conditioning(unet_config, size, 11)
     prior_neg = conditioning(unet_config, size, 12)
     weights = ft.model_size()
-    prior = nodes["PriorFromModel"].execute(prior_model, prior_neg)[0]
-    swapped = nodes["PriorSwapCFG"].execute(ft, prior, 1.0, 0.0, 1.0)[0]
+
+    def swapped_with(prior_of: object, model: object = ft) -> object:
+        """``model`` (default: the fine-tune) patched by Prior Swap CFG with ``prior_of`` as its prior."""
+        prior = nodes["PriorFromModel"].execute(prior_of, prior_neg)[0]
+        return nodes["PriorSwapCFG"].execute(model, prior, 1.0, 0.0, 1.0)[0]
+
+    swapped = swapped_with(prior_model)
     insight = nodes["PriorSwapInsight"].execute(swapped)[0]
     gpus = torch.cuda.device_count() if device_kind == "cuda" else 0
     want = lambda label: not only or label in only  # noqa: E731
@@ -137,18 +142,15 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
     if prior_weight_dtype and (want("swap_fp8") or want("swap_fp8_overlap")):
         # The same prior weights (seed 2) stored in fp8, in a model object of their own.
         prior_fp8_model = build_model(unet_config, 2, device_kind, weight_dtype=getattr(torch, FP8[prior_weight_dtype]))
-        prior_fp8 = nodes["PriorFromModel"].execute(prior_fp8_model, prior_neg)[0]
-        swapped_fp8 = nodes["PriorSwapCFG"].execute(ft, prior_fp8, 1.0, 0.0, 1.0)[0]
+        swapped_fp8 = swapped_with(prior_fp8_model)
     swapped_small = small_prior_model = swapped_small_fp8 = small_prior_fp8_model = None
     if small_prior and (want("swap_small") or want("swap_small_overlap")):  # a smaller prior, same latent space (seed 3)
         small_prior_model = build_model(small_prior[1], 3, device_kind)
-        prior_small = nodes["PriorFromModel"].execute(small_prior_model, prior_neg)[0]
-        swapped_small = nodes["PriorSwapCFG"].execute(ft, prior_small, 1.0, 0.0, 1.0)[0]
+        swapped_small = swapped_with(small_prior_model)
     if small_prior and prior_weight_dtype and want("swap_small_fp8"):  # the smaller prior, stored in fp8
         small_prior_fp8_model = build_model(small_prior[1], 3, device_kind,
                                             weight_dtype=getattr(torch, FP8[prior_weight_dtype]))
-        prior_small_fp8 = nodes["PriorFromModel"].execute(small_prior_fp8_model, prior_neg)[0]
-        swapped_small_fp8 = nodes["PriorSwapCFG"].execute(ft, prior_small_fp8, 1.0, 0.0, 1.0)[0]
+        swapped_small_fp8 = swapped_with(small_prior_fp8_model)
     ft_compiled = swapped_compiled = None
     if compile_backend and any(want(v) for v in ("stock_compiled", "swap_compiled", "swap_compiled_overlap")):
         # As a user: TorchCompileModel on the fine-tune's MODEL and on the prior's, then the pack's nodes.
@@ -162,8 +164,7 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
         torch._dynamo.config.automatic_dynamic_shapes = False
         ft_compiled = TorchCompileModel.execute(ft, compile_backend)[0]
         prior_compiled = TorchCompileModel.execute(prior_model, compile_backend)[0]
-        prior_c = nodes["PriorFromModel"].execute(prior_compiled, prior_neg)[0]
-        swapped_compiled = nodes["PriorSwapCFG"].execute(ft_compiled, prior_c, 1.0, 0.0, 1.0)[0]
+        swapped_compiled = swapped_with(prior_compiled, ft_compiled)
 
     import comfy.cli_args
 
@@ -333,14 +334,14 @@ def bench(name: str, unet_config: dict, size: int, steps: int, repeats: int, dev
                       "swap_compiled", "swap_compiled_overlap"):
             if label in outs:  # the same image? (graph vs eager, measured vs not, one vs two GPUs, fp8, compiled)
                 result[f"{label}_vs_swap_max_rel_diff"] = float((outs[label].float() - ref).abs().max() / ref.abs().max())
-        if "swap_small_overlap" in outs and "swap_small" in outs:  # second stream: the same image?
-            small = outs["swap_small"].float()
-            result["swap_small_overlap_vs_swap_small_max_rel_diff"] = float(
-                (outs["swap_small_overlap"].float() - small).abs().max() / small.abs().max())
         if "swap_fp8" in outs:  # what fp8 storage of the prior changes in the sampled latent, on average
             result["swap_fp8_vs_swap_mean_rel_diff"] = float((outs["swap_fp8"].float() - ref).abs().mean()
                                                              / ref.abs().mean())
         result["finite"] = bool(torch.isfinite(ref).all())
+    if "swap_small_overlap" in outs and "swap_small" in outs:  # second stream: the same image?
+        small = outs["swap_small"].float()
+        result["swap_small_overlap_vs_swap_small_max_rel_diff"] = float(
+            (outs["swap_small_overlap"].float() - small).abs().max() / small.abs().max())
     if "stock_compiled" in outs and "stock" in outs:
         ref = outs["stock"].float()
         result["stock_compiled_vs_stock_max_rel_diff"] = float((outs["stock_compiled"].float() - ref).abs().max()
