@@ -315,8 +315,15 @@ class GraphCache:
                 torch.cuda.empty_cache()  # torch.cuda.graph does this too; here so the pool's growth is measured
                 reserved = torch.cuda.memory_reserved()
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=self._pool(index, tag), stream=stream):
-                    static_out = executor(*args, **kwargs)
+                try:
+                    with torch.cuda.graph(graph, pool=self._pool(index, tag), stream=stream):
+                        static_out = executor(*args, **kwargs)
+                except Exception:
+                    # A capture that fails leaves its pool marked as recording (seen on an H200: the next capture
+                    # into it raised "already recording to mempool_id"), so the next capture gets a pool of its own;
+                    # graphs captured earlier keep theirs.
+                    self.pools.pop((index, tag), None)
+                    raise
             finally:
                 self.busy = False
             if not isinstance(static_out, torch.Tensor):

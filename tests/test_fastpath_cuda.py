@@ -387,3 +387,27 @@ def test_pair_that_does_not_fit_is_streamed_equal_and_said(config, env, monkeypa
     assert cache.eager_reasons.get("model partly loaded (lowvram)"), cache.eager_reasons
     assert "do not both fit in VRAM" in caplog.text and "fp8_e4m3fn" in caplog.text
     assert torch.isfinite(streamed).all() and _rel(streamed, full) < TOL
+
+
+def test_a_failed_capture_leaves_the_next_capture_working():
+    """A forward that syncs with the host fails its capture; the next capture of the same cache (the prior's,
+    another shape) still succeeds and replays, instead of failing on the pool the failed one left recording."""
+    fastpath = _pack("fastpath")
+    x = torch.randn(8, device="cuda")
+    tensors: list = []
+    structure = (fastpath._flatten((x,), tensors), fastpath._flatten({}, tensors), ())
+    call = fastpath._Call(x, tensors, structure, (((8,), x.dtype),), {}, "transformer_options")
+    cache, owner = fastpath.GraphCache(), torch.nn.Linear(1, 1)  # owner: what the graph's weakref points to
+
+    def syncs(x, transformer_options):
+        return x * float(x.sum().item())  # a host read: not capturable
+
+    def doubles(x, transformer_options):
+        return x * 2
+
+    with pytest.raises(Exception):
+        cache._capture(syncs, owner, call, 0)
+    entry = cache._capture(doubles, owner, call, 0)
+    entry.static_in[0].copy_(torch.arange(8.0, device="cuda"))
+    entry.graph.replay()
+    assert torch.equal(entry.static_out, torch.arange(8.0, device="cuda") * 2)
