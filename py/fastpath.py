@@ -88,12 +88,6 @@ def _weight_hooks(base_model: Any) -> bool:
                                          or getattr(patcher, "current_hooks", None)))
 
 
-# TorchCompileModel's APPLY_MODEL wrapper key and where it keeps its torch.compile arguments (comfy_api/torch_helpers/
-# torch_compile.py: COMPILE_KEY, TORCH_COMPILE_KWARGS; the same names in ComfyUI 0.3.75 and 0.38).
-COMPILE_KEY = "torch.compile"
-COMPILE_KWARGS = "torch_compile_kwargs"
-
-
 def compile_wrappers(patcher: Any) -> dict[int, str | None]:
     """TorchCompileModel's APPLY_MODEL wrappers on a ModelPatcher, by id: None where a CUDA graph may capture the
     compiled forward, else why not.
@@ -105,13 +99,15 @@ def compile_wrappers(patcher: Any) -> dict[int, str | None]:
     inside another graph, and unknown settings (a version that keeps no arguments) are not guessed at.
     """
     import comfy.patcher_extension
+    # TorchCompileModel's wrapper key and where it keeps its torch.compile arguments (0.3.75 and 0.38 alike)
+    from comfy_api.torch_helpers.torch_compile import COMPILE_KEY, TORCH_COMPILE_KWARGS
 
     apply_model = comfy.patcher_extension.WrappersMP.APPLY_MODEL
     model_options = getattr(patcher, "model_options", None) or {}
     wrappers = list(patcher.get_wrappers(apply_model, COMPILE_KEY)) if hasattr(patcher, "get_wrappers") else []
     wrappers += comfy.patcher_extension.get_wrappers_with_key(apply_model, COMPILE_KEY, model_options,
                                                               is_model_options=True)
-    settings = model_options.get(COMPILE_KWARGS)
+    settings = model_options.get(TORCH_COMPILE_KWARGS)
     why = None
     if not isinstance(settings, dict):
         why = "TorchCompileModel's settings unknown"

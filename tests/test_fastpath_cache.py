@@ -243,6 +243,7 @@ def test_torch_compile_wrappers_a_graph_may_capture(sd15):
     """TorchCompileModel's wrapper on the fine-tune and on the prior (the host's node and its helper, not called:
     nothing compiles here) is registered for a run; only inductor without CUDA graphs of its own is capturable."""
     from comfy_api.torch_helpers import set_torch_compile_wrapper
+    from comfy_api.torch_helpers.torch_compile import TORCH_COMPILE_KWARGS
     from comfy_extras.nodes_torch_compile import TorchCompileModel
 
     fastpath, routing = core("fastpath"), core("routing")
@@ -256,7 +257,7 @@ def test_torch_compile_wrappers_a_graph_may_capture(sd15):
     set_torch_compile_wrapper(reduce_overhead, backend="inductor", mode="reduce-overhead")
     assert "reduce-overhead" in list(fastpath.compile_wrappers(reduce_overhead).values())[0]
     unknown = compiled.clone()
-    unknown.model_options.pop(fastpath.COMPILE_KWARGS)  # an older helper kept no arguments: not guessed at
+    unknown.model_options.pop(TORCH_COMPILE_KWARGS)  # an older helper kept no arguments: not guessed at
     assert list(fastpath.compile_wrappers(unknown).values()) == ["TorchCompileModel's settings unknown"]
 
     # Prior Swap CFG on the compiled fine-tune with a compiled prior: the run registers both wrappers.
